@@ -1,0 +1,1 @@
+"""Benchmarks run only on request: pytest benchmarks --benchmark-enable (see README)."""

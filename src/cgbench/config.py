@@ -1,0 +1,145 @@
+"""Configuration: load ``config.yaml``, merge the chosen preset, validate against the schema.
+
+Validation happens before any job runs (``rules/common.smk`` calls :func:`resolve`); a bad key,
+value, type or target name raises :class:`ConfigError` with a message naming the key, e.g.
+``ecg.double_well.tempering.updates_per_step: -5 is less than the minimum of 1``. Every
+preset is checked, not only the chosen one, so a typo in ``cpu`` is caught by a ``smoke`` run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names every offending key."""
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Copy of ``base`` with ``overlay`` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _key_path(path) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
+    return "".join(parts) or "<top level>"
+
+
+def _messages(config: dict, schema: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = _key_path(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            patterns = error.schema.get("patternProperties", {})
+            for key in error.instance:
+                if key not in allowed and not any(re.search(p, key) for p in patterns):
+                    known = ", ".join(sorted(allowed)) or "see schema patterns"
+                    name = f"{where}.{key}" if where != "<top level>" else key
+                    out.append(f"{name}: unknown key (allowed here: {known})")
+        else:
+            out.append(f"{where}: {error.message}")
+    return out
+
+
+def _semantic_messages(config: dict) -> list[str]:
+    out = []
+    known = sorted(config["targets"])
+    for field in ("targets", "no_tempering_ablation"):
+        for i, name in enumerate(config["synthetic"][field]):
+            if name not in config["targets"]:
+                out.append(f"synthetic.{field}[{i}]: unknown target {name!r} (defined under targets: "
+                           f"{', '.join(known)})")
+            elif name not in config["ecg"]:
+                out.append(f"synthetic.{field}[{i}]: target {name!r} has no ecg.{name} block")
+    for name, block in config["ecg"].items():
+        t = block["tempering"]
+        if t["beta_0"] > t["beta_target"]:
+            out.append(f"ecg.{name}.tempering.beta_0: {t['beta_0']} exceeds beta_target {t['beta_target']}")
+    return out
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def resolve(raw: dict, schema: dict | None = None) -> dict:
+    """Merge ``raw['presets'][raw['preset']]`` into ``raw`` and validate; return the result.
+
+    Every preset is merged and validated so that errors in any of them are reported. A config
+    without ``presets`` is taken as already resolved (as written by :func:`write_resolved`).
+
+    Raises:
+        ConfigError: listing every invalid key, prefixed by the preset it came from.
+    """
+    schema = load_schema() if schema is None else schema
+    if not isinstance(raw, dict):
+        raise ConfigError("configuration must be a mapping")
+    base = {k: v for k, v in raw.items() if k != "presets"}
+    presets = raw.get("presets", {})
+    if not isinstance(presets, dict):
+        raise ConfigError("presets: must be a mapping of preset name to overrides")
+    chosen = raw.get("preset")
+    if presets and chosen not in presets:
+        raise ConfigError(f"preset: unknown preset {chosen!r} (defined: {', '.join(presets)})")
+    resolved = None
+    errors: dict[str, list[str]] = {}  # message -> presets it occurs in
+    for name, overlay in (presets.items() if presets else [(chosen, {})]):
+        if not isinstance(overlay, dict):
+            errors.setdefault(f"presets.{name}: must be a mapping of overrides", []).append(name)
+            continue
+        merged = deep_merge(base, overlay)
+        merged["preset"] = name
+        messages = _messages(merged, schema) or _semantic_messages(merged)
+        for message in messages:
+            errors.setdefault(message, []).append(name)
+        if name == chosen:
+            resolved = merged
+    if errors:
+        lines = [m + (f"  [preset: {', '.join(map(str, p))}]" if presets else "") for m, p in errors.items()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return resolved
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, *, preset: str | None = None) -> dict:
+    """Read a YAML config, optionally switch preset, and :func:`resolve` it."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if preset is not None:
+        raw["preset"] = preset
+    return resolve(raw)
+
+
+def config_hash(config: dict) -> str:
+    """12-hex-digit SHA-256 of the resolved config (canonical JSON)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def write_resolved(config: dict, folder: str | Path) -> Path:
+    """Write the resolved config as ``<folder>/config-<hash>.yaml`` (once) and return its path."""
+    path = Path(folder) / f"config-{config_hash(config)}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.replace(path)
+    return path

@@ -1,0 +1,48 @@
+"""Shared fixtures: the configured synthetic targets and a helper that moves a flow off its init.
+
+JAX's persistent compilation cache is pointed at a fresh temporary folder for the session:
+every ``train_ecg`` call jits a new closure whose XLA program is identical to the previous
+call's, and the cache turns those ~5 s recompilations into a lookup. The compiled executables
+are the same, so no result changes; the folder is removed at exit.
+"""
+
+import atexit
+import shutil
+import tempfile
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cgbench.targets import DoubleWell, GaussianMixture
+
+_JAX_CACHE = tempfile.mkdtemp(prefix="cgbench-test-jax-cache-")
+atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def double_well():
+    return DoubleWell()
+
+
+@pytest.fixture(scope="session")
+def gmm_2d():
+    return GaussianMixture.from_seed(dim_z=2, dim_x=2, n_modes=3, variance=0.01, seed=0)
+
+
+def perturb(module, scale, seed):
+    """Add N(0, scale²) noise to every inexact array leaf of an equinox module.
+
+    flowjax initialises splines near the identity, so tests of log-densities on a freshly
+    made flow could hardly tell a wrong Jacobian from a right one; this breaks that. The
+    noise is drawn with numpy (no per-shape JAX compilation).
+    """
+    rng = np.random.default_rng(seed)
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+    params = jax.tree.map(
+        lambda a: jnp.asarray(np.asarray(a) + scale * rng.standard_normal(a.shape), a.dtype), params)
+    return eqx.combine(params, static)
