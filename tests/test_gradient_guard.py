@@ -150,3 +150,19 @@ def test_non_finite_gradient_always_skipped(step, bad, filled):
     assert np.all(np.isfinite(np.asarray(new.norms)))
     new_params = optax.apply_updates(params, upd)
     assert float(new_params) == 2.0
+
+
+def test_reset_history_lets_a_new_scale_through(step):
+    """After β changes the gradient scale may jump; reset_history restarts the median."""
+    from cgbench.gradient_guard import reset_history
+
+    updates, guards = step
+    guard, update = guards[MOMENTUM], updates[MOMENTUM]
+    params = jnp.float32(0.0)
+    _, state = feed(guard, update, params, FILL)
+    _, skipped = feed(guard, update, params, [100.0], state)
+    assert bool(skipped.skipped)  # 100 > 10 × median 1: an outlier at the old scale
+    fresh = reset_history(state)
+    assert int(fresh.count) == 0 and trace_of(fresh) == trace_of(state)  # Adam/momentum kept
+    outs, accepted = feed(guard, update, params, [100.0], fresh)
+    assert not bool(accepted.skipped) and outs[0] != 0.0
