@@ -41,7 +41,8 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     m = 0.5 * (p + q)
 
     def kl(a, b):
-        return np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0) / np.where(b > 0, b, 1.0)), 0.0), -1)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # masked terms only
+            return np.sum(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0) / np.where(b > 0, b, 1.0)), 0.0), -1)
 
     return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
