@@ -6,6 +6,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from cgbench.config import ConfigError, config_hash, resolve, write_resolved
+from cgbench.tempering import METHOD_OF_SCHEDULE
 
 # Validate before any job runs: a wrong key, value or target name stops here, named.
 try:
@@ -21,8 +22,7 @@ RESOLVED_CONFIG = str(write_resolved(CONFIG, f"{RESULTS}/.config"))
 CGBENCH = f"{sys.executable} -m cgbench --config {RESOLVED_CONFIG}"
 
 TARGETS = CONFIG["synthetic"]["targets"]
-SCHEDULE_OF_METHOD = {"ecg": "fixed", "ecg_adaptive": "adaptive", "ecg_no_tempering": "none"}
-METHOD_OF_SCHEDULE = {v: k for k, v in SCHEDULE_OF_METHOD.items()}
+SCHEDULE_OF_METHOD = {method: schedule for schedule, method in METHOD_OF_SCHEDULE.items()}
 GPU = 1 if CONFIG["device"] == "gpu" else 0
 
 NUTS_SAMPLES = f"{RESULTS}/{{target}}/nuts/samples.npz"

@@ -40,12 +40,12 @@ from tqdm.auto import tqdm
 from cgbench.conditional import ConditionalSampler, mean_force
 from cgbench.flows import flow_from_settings
 from cgbench.gradient_guard import gradient_guard, reset_history
-from cgbench.tempering import fixed_schedule, next_beta
+from cgbench.tempering import METHOD_OF_SCHEDULE, fixed_schedule, next_beta
 from cgbench.targets import SyntheticTarget
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("fixed", "adaptive", "none")
+SCHEDULES = tuple(METHOD_OF_SCHEDULE)
 HISTORY_EVERY = 10
 
 

@@ -31,7 +31,6 @@ from cgbench.targets import SyntheticTarget
 
 COLUMNS = ["target", "method", "beta", "metric", "value", "uncertainty", "updates",
            "energy_evaluations", "wall_s"]
-METHOD_OF_SCHEDULE = {"fixed": "ecg", "adaptive": "ecg_adaptive", "none": "ecg_no_tempering"}
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:

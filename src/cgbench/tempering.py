@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Schedule → method name in the tables (and folder results/<target>/ecg/<method>/); "none" is
+# the no-tempering ablation (β_target from the start).
+METHOD_OF_SCHEDULE = {"fixed": "ecg", "adaptive": "ecg_adaptive", "none": "ecg_no_tempering"}
+
 
 def fixed_schedule(beta_0: float, beta_target: float, delta_beta: float) -> np.ndarray:
     """β_0, β_0 + Δβ, … up to and including β_target (the last increment may be shorter)."""
