@@ -52,12 +52,15 @@ def kish_ess_fraction(log_w: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w**2).sum() / len(w))
 
 
-def _weighted_stats(modes, z_bins, log_w, counts, n_modes, n_bins, dim_z):
-    """Mode masses (flow, reweighted), ESS and marginal histograms for multiplicity ``counts``."""
+def _weighted_stats(modes, z_bins, weights, counts, n_modes, n_bins, dim_z):
+    """Mode masses (flow, reweighted), ESS and marginal histograms for multiplicity ``counts``.
+
+    ``weights`` are the importance weights up to a constant (exp(log w − max log w)).
+    """
     mass = np.bincount(modes, weights=counts, minlength=n_modes) / counts.sum()
-    w = counts * np.exp(log_w - log_w.max())
+    w = counts * weights
     mass_rw = np.bincount(modes, weights=w, minlength=n_modes) / w.sum()
-    ess = w.sum() ** 2 / (counts * np.exp(log_w - log_w.max()) ** 2).sum() / counts.sum()
+    ess = w.sum() ** 2 / (counts * weights**2).sum() / counts.sum()
     hist = np.stack([np.bincount(z_bins[:, i], weights=counts, minlength=n_bins)[:n_bins]
                      for i in range(dim_z)])
     return mass, mass_rw, ess, hist
@@ -87,7 +90,7 @@ def evaluate_flow(target: SyntheticTarget, flow, beta: float, *, interval: float
     edges = np.linspace(-interval, interval, bins + 1)
     z_bins = _bin_index(z, edges)
     names = target.mode_names
-    args = (modes, z_bins, log_w)
+    args = (modes, z_bins, np.exp(log_w - log_w.max()))
     sizes = (len(names), bins, target.dim_z)
     point = _weighted_stats(*args, np.ones(samples), *sizes)
     boots = [_weighted_stats(*args, rng.multinomial(samples, np.full(samples, 1.0 / samples)).astype(float),

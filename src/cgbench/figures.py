@@ -41,13 +41,14 @@ from matplotlib.ticker import NullFormatter
 
 from cgbench.ecg import load_models
 from cgbench.provenance import record
+from cgbench.tempering import METHOD_OF_SCHEDULE
 from cgbench.targets import DoubleWell, GaussianMixture, SyntheticTarget, make_target
 
 DPI = 120
 MAX_SAMPLES = 20_000          # flow samples per model (min with evaluation.samples)
 MAX_SCATTER = 4_000           # points drawn in a scatter panel
 FIGURES_STREAM = 7919         # folded into the master key: figures' own random stream
-METHOD_ORDER = ("ecg", "ecg_adaptive", "ecg_no_tempering")
+METHOD_ORDER = tuple(METHOD_OF_SCHEDULE.values())
 _PALETTE = sns.color_palette("colorblind")
 METHOD_LABEL = {"ecg": "ECG (fixed tempering)", "ecg_adaptive": "ECG (adaptive tempering)",
                 "ecg_no_tempering": "ECG (no tempering)"}

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from cgbench.provenance import write_sidecar
+from cgbench.tempering import METHOD_OF_SCHEDULE
 
-ECG_METHODS = ("ecg", "ecg_adaptive", "ecg_no_tempering")
+ECG_METHODS = tuple(METHOD_OF_SCHEDULE.values())
 
 
 def _fmt(value: float, unc: float) -> str:
