@@ -1,1 +1,1 @@
-"""Benchmarks run only on request: pytest benchmarks --benchmark-enable (see README)."""
+"""Benchmarks run only on request: `cgbench bench` (compare with the last saved run, save; see README)."""

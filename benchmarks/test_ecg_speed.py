@@ -1,7 +1,7 @@
 """Speed of the ECG hot paths (pytest-benchmark; never asserted in the test suite).
 
-    .venv/bin/python -m pytest benchmarks --benchmark-enable --benchmark-autosave
-    .venv/bin/python -m pytest benchmarks --benchmark-enable --benchmark-compare
+    .venv/bin/cgbench bench                  # run, compare with the last saved run, save if it passes
+    .venv/bin/cgbench bench --no-save -- -k ecg
 
 Sizes are the `cpu` preset's (config.yaml), so numbers are comparable between commits.
 """

@@ -6,6 +6,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from cgbench.config import ConfigError, config_hash, resolve, write_resolved
+from cgbench.report import synthetic_figure_kinds
 from cgbench.tempering import METHOD_OF_SCHEDULE
 
 # Validate before any job runs: a wrong key, value or target name stops here, named.
@@ -29,12 +30,22 @@ NUTS_SAMPLES = f"{RESULTS}/{{target}}/nuts/samples.npz"
 ECG_MODELS = f"{RESULTS}/{{target}}/ecg/{{method}}/models.json"
 EVALUATION = f"{RESULTS}/{{target}}/evaluation.csv"
 FIGURES_MANIFEST = f"{RESULTS}/figures/{{target}}.manifest.json"
+PEPTIDES = CONFIG["peptides"]
+PEPTIDE_STRUCTURE = f"{RESULTS}/peptides/{{peptide}}/structure.pdb"
+PEPTIDE_SYSTEM = f"{RESULTS}/peptides/{{peptide}}/system_{{solvent}}.xml"
+PEPTIDE_SOLVATED = f"{RESULTS}/peptides/{{peptide}}/solvated.pdb"
 SYNTHETIC_TABLES = [f"{RESULTS}/tables/{name}" for name in
                     ("synthetic.csv", "synthetic.md", "tempering.csv", "tempering.md")]
+TIMING_TABLES = [f"{RESULTS}/tables/timing.csv", f"{RESULTS}/tables/timing.md"]
+# Snakemake benchmark file of every job of the enabled stages (results/benchmarks/<rule>/<job>.tsv):
+# each rules file adds its own after the rule; rules/timing.smk gathers them into timing.csv.
+BENCHMARKS = []
 
 
 wildcard_constraints:
     target="|".join(TARGETS),
+    peptide="|".join(PEPTIDES) or "(?!)",  # (?!) matches nothing: no peptides configured
+    solvent="vacuum|obc1|obc2|explicit",
     method="|".join(SCHEDULE_OF_METHOD),
 
 
@@ -44,6 +55,22 @@ def ecg_methods(target):
     if target in CONFIG["synthetic"]["no_tempering_ablation"]:
         methods.append("ecg_no_tempering")
     return methods
+
+
+def peptide_solvents(name):
+    """Solvents a peptide is simulated in: vacuum, explicit water and its implicit baselines."""
+    implicit = PEPTIDES[name].get("implicit_solvents", CONFIG["peptide_defaults"]["implicit_solvents"])
+    return ["vacuum", *implicit, "explicit"]
+
+
+PEPTIDE_SYSTEMS = [PEPTIDE_SYSTEM.format(peptide=name, solvent=solvent)
+                   for name in PEPTIDES for solvent in peptide_solvents(name)]
+
+
+def synthetic_figures(target):
+    """{kind: PNG} of the figures drawn for a synthetic target (each an output, for the report)."""
+    kinds = synthetic_figure_kinds(target, CONFIG["targets"][target], with_models=bool(ecg_methods(target)))
+    return {what: f"{RESULTS}/figures/{target}_{what}.png" for what in kinds}
 
 
 def model_inputs(wildcards):

@@ -8,7 +8,7 @@ rule ecg_train:
     log:
         f"{RESULTS}/logs/ecg/{{target}}_{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/ecg/{{target}}_{{method}}.tsv"
+        f"{RESULTS}/benchmarks/ecg_train/{{target}}/{{method}}.tsv"
     params:
         config_hash=config_hash(CONFIG),
         schedule=lambda wildcards: SCHEDULE_OF_METHOD[wildcards.method],
@@ -20,3 +20,6 @@ rule ecg_train:
     shell:
         "{CGBENCH} ecg-train --target {wildcards.target} --schedule {params.schedule}"
         " --out {params.folder} 2> {log}"
+
+
+BENCHMARKS += [rules.ecg_train.benchmark.format(target=t, method=m) for t in TARGETS for m in ecg_methods(t)]

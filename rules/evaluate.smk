@@ -23,13 +23,21 @@ rule evaluate:
         " --nuts {input.nuts} --out {output} 2> {log}"
 
 
+BENCHMARKS += expand(rules.evaluate.benchmark, target=TARGETS)
+
+
 rule synthetic_tables:
     input:
         expand(EVALUATION, target=TARGETS),
     output:
-        SYNTHETIC_TABLES,
+        report(SYNTHETIC_TABLES[0], caption="../report/tables/synthetic.rst", category="Tables"),
+        SYNTHETIC_TABLES[1],
+        report(SYNTHETIC_TABLES[2], caption="../report/tables/tempering.rst", category="Tables"),
+        SYNTHETIC_TABLES[3],
     log:
         f"{RESULTS}/logs/tables/synthetic.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthetic_tables/synthetic.tsv"
     params:
         config_hash=config_hash(CONFIG),
     threads: 1
@@ -37,3 +45,6 @@ rule synthetic_tables:
         **rule_resources("report"),
     shell:
         "{CGBENCH} tables --inputs {input} --out-dir {RESULTS}/tables 2> {log}"
+
+
+BENCHMARKS.append(rules.synthetic_tables.benchmark)

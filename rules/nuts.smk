@@ -4,7 +4,7 @@
 rule nuts:
     output:
         samples=NUTS_SAMPLES,
-        provenance=NUTS_SAMPLES + ".provenance.json",
+        provenance=f"{NUTS_SAMPLES}.provenance.json",
     log:
         f"{RESULTS}/logs/nuts/{{target}}.log",
     benchmark:
@@ -17,3 +17,6 @@ rule nuts:
         gpu=GPU,
     shell:
         "{CGBENCH} nuts --target {wildcards.target} --out {output.samples} 2> {log}"
+
+
+BENCHMARKS += expand(rules.nuts.benchmark, target=TARGETS)

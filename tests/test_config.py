@@ -57,6 +57,15 @@ def test_presets_change_only_numbers():
         (_set(["presets", "cpu", "nuts", "chans"], 3), "nuts.chans"),
         (_set(["preset"], "laptop"), "preset"),
         (_set(["ecg", "gmm_10d", "tempering", "beta_0"], 2.0), "ecg.gmm_10d.tempering.beta_0"),
+        (_set(["peptides", "kx"], {"sequence": "KXB"}), "peptides.kx.sequence: 'KXB' has unknown residue letter(s) B, X"),
+        (_set(["peptides", "ala2", "sequence"], ""), "peptides.ala2.sequence: empty sequence"),
+        (_set(["peptides", "ala 2"], {"sequence": "A"}), "peptides.ala 2: invalid name"),
+        (_set(["peptides", "ala2", "temprature"], 300.0), "peptides.ala2.temprature: unknown key"),
+        (_set(["peptides", "ala2", "implicit_solvents"], ["obc3"]), "peptides.ala2.implicit_solvents[0]"),
+        (_set(["peptide_defaults", "temperature"], -1.0), "peptide_defaults.temperature"),
+        (_set(["peptide_defaults", "force_field"], "amber15-all.xml"),
+         "peptide_defaults.force_field: OpenMM cannot load force-field file 'amber15-all.xml'"),
+        (_set(["peptides", "ala2", "water_model"], "amber14/tip9p.xml"), "peptides.ala2.water_model"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(mutate, named):
@@ -65,6 +74,19 @@ def test_bad_config_is_rejected_naming_the_key(mutate, named):
     with pytest.raises(ConfigError) as error:
         resolve(raw)
     assert named in str(error.value)
+
+
+def test_peptide_settings_are_defaults_overlaid_by_the_entry():
+    from cgbench.peptides import peptide_from_config
+
+    raw = copy.deepcopy(RAW)
+    raw["peptides"]["kgp"] = {"sequence": "KGP", "temperature": 310.0, "implicit_solvents": ["obc2"]}
+    config = resolve(raw)
+    kgp, ala2 = peptide_from_config("kgp", config), peptide_from_config("ala2", config)
+    assert (kgp.sequence, kgp.temperature, kgp.implicit_solvents) == ("KGP", 310.0, ("obc2",))
+    assert kgp.force_field == ala2.force_field == RAW["peptide_defaults"]["force_field"]
+    assert ala2.temperature == RAW["peptide_defaults"]["temperature"]
+    assert ala2.residue_names == ["ACE", "ALA", "NME"]
 
 
 def test_preset_overlay_is_merged_and_hash_changes():
@@ -86,15 +108,22 @@ def test_deep_merge_does_not_mutate():
     assert merged == {"a": {"b": 3, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
 
 
-def test_snakemake_stops_before_any_job(tmp_path):
-    """A misspelled key stops the workflow at start, naming the key; nothing is written."""
+@pytest.mark.parametrize(
+    ("mutate", "named"),
+    [
+        (_set(["ecg", "double_well", "tempering", "updates_per_stpe"], 5), "ecg.double_well.tempering.updates_per_stpe"),
+        (_set(["peptides", "ala2", "sequence"], "AJ"), "peptides.ala2.sequence: 'AJ' has unknown residue letter(s) J"),
+    ],
+)
+def test_snakemake_stops_before_any_job(tmp_path, mutate, named):
+    """A misspelled key or bad sequence stops the workflow at start, named; nothing is written."""
     raw = copy.deepcopy(RAW)
-    raw["ecg"]["double_well"]["tempering"]["updates_per_stpe"] = 5
+    mutate(raw)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     snakefile = Path(__file__).resolve().parents[1] / "Snakefile"
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(tmp_path),
          "--cores", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "ecg.double_well.tempering.updates_per_stpe" in result.stdout + result.stderr
+    assert named in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

@@ -1,6 +1,10 @@
-"""Integration: the `smoke` DAG of the synthetic targets runs through Snakemake end to end."""
+"""Integration: the `smoke` DAG of the synthetic targets runs through Snakemake end to end.
+
+The run is the README's one command (profiles/local, then the report), in a temporary folder.
+"""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +21,8 @@ def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
     shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(workdir), "--cores", "2", "--config", "preset=smoke"]
+               "--directory", str(workdir), "--profile", str(REPO / "profiles" / "local"), "--cores", "2",
+               "--config", "preset=smoke", "--report", "results/report.html", "--report-after-run"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir, command
@@ -61,3 +66,53 @@ def test_smoke_dag_rerun_is_a_no_op(smoke_run):
     result = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _report_objects(html: str) -> dict:
+    """The `var NAME = {...}` JSON objects a Snakemake report embeds (results, categories, ...)."""
+    decoder, out = json.JSONDecoder(), {}
+    for match in re.finditer(r"var (\w+) = (?=\{)", html):
+        try:
+            out[match[1]] = decoder.raw_decode(html, match.end())[0]
+        except ValueError:
+            continue
+    return out
+
+
+@pytest.mark.integration
+def test_report_shows_every_figure_with_caption_and_the_tables(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    objects = _report_objects((results / "report.html").read_text())
+    entries = objects["results"]
+    figures = sorted(p.name for p in (results / "figures").glob("*.png"))
+    assert len(figures) >= 7
+    shown = {Path(path).name: entry for path, entry in entries.items() if entry["mime_type"] == "image/png"}
+    assert sorted(shown) == figures
+    for name, entry in shown.items():
+        assert entry["data_uri"].startswith("data:image/png")
+        assert len(re.sub("<[^>]+>", "", entry["caption"])) > 100, name
+        assert entry["labels"]["target"] == name.rsplit("_", 1)[0]
+    for table in ("synthetic.csv", "tempering.csv", "timing.csv"):
+        entry = entries[f"results/tables/{table}"]
+        assert entry["mime_type"] == "text/csv" and entry["caption"]
+    assert {"Synthetic targets", "Tables"} <= set(objects["categories"])
+
+
+@pytest.mark.integration
+def test_timing_table_has_every_job(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    timing = pd.read_csv(results / "tables" / "timing.csv")
+    assert list(timing.columns) == ["rule", "target", "wall_s", "max_rss_mb", "cpu_s"]
+    files = sorted(p.relative_to(results / "benchmarks").with_suffix("").as_posix()
+                   for p in (results / "benchmarks").rglob("*.tsv"))
+    assert sorted(timing["rule"] + "/" + timing["target"]) == files
+    counts = timing["rule"].value_counts()
+    synthetic = {"ecg_train": 7, "nuts": 3, "evaluate": 3, "synthetic_figures": 3, "synthetic_tables": 1}
+    assert counts[list(synthetic)].to_dict() == synthetic
+    # ala2, ala3, ala6: a structure each, vacuum + OBC1 + OBC2 systems, and explicit water.
+    peptides = {"build_peptide": 3, "peptide_system": 9, "explicit_system": 3}
+    assert counts[list(peptides)].to_dict() == peptides
+    assert (timing["wall_s"] > 0).all() and (timing["max_rss_mb"] > 50).all()
+

@@ -6,6 +6,11 @@
     cgbench evaluate   --target double_well --models ecg=DIR ... --nuts FILE --out FILE.csv
     cgbench tables     --inputs A.csv B.csv ... --out-dir results/tables
     cgbench figures    --target double_well --models ecg=DIR ... --nuts FILE --out-dir results/figures
+    cgbench build-peptide  --peptide ala2 --out results/peptides/ala2/structure.pdb
+    cgbench peptide-system --peptide ala2 --solvent obc2 --structure FILE.pdb --out FILE.xml
+    cgbench parity     --sequence KGP --solvent obc2 --samples 100   (JAX energy vs OpenMM; JSON)
+    cgbench timing     --root results/benchmarks --inputs A.tsv ... --out results/tables/timing.csv
+    cgbench bench      [--fail-above 25] [--tag TAG] [--no-save] [-- PYTEST-ARGS]
 
 ``--config`` takes ``config.yaml`` (resolved with its preset, or ``--preset``) or a resolved
 config written by the workflow. Logs go to stderr.
@@ -28,6 +33,9 @@ def _select_device(config: dict) -> None:
     import jax
 
     jax.config.update("jax_platforms", "cuda,cpu" if config["device"] == "gpu" else "cpu")
+    if config["device"] == "gpu" and jax.default_backend() != "gpu":
+        log.warning("device: gpu, but JAX found no GPU; running on %s. On GPU nodes install "
+                    "envs/cgbench-gpu.yaml (JAX CUDA plugin, OpenMM CUDA platform).", jax.default_backend())
 
 
 def _models_arg(items: list[str]) -> dict[str, Path]:
@@ -110,6 +118,80 @@ def cmd_figures(args, config):
         log.info("wrote %s", p)
 
 
+def cmd_build_peptide(args, config):
+    from cgbench.peptides import peptide_from_config, write_structure
+    from cgbench.provenance import write_sidecar
+
+    peptide = peptide_from_config(args.peptide, config)
+    log.info("building %s: ACE-%s-NME", peptide.name, peptide.sequence)
+    path = write_structure(peptide, args.out)
+    write_sidecar(path, config, seed=config["seed"], peptide=peptide.to_dict())
+    log.info("wrote %s", path)
+
+
+def cmd_peptide_system(args, config):
+    from cgbench.peptides import load_structure, pdb_text, peptide_from_config
+    from cgbench.provenance import write_sidecar
+    from cgbench.systems import create_system, save_system, solvate
+
+    peptide = peptide_from_config(args.peptide, config)
+    topology, positions = load_structure(args.structure)
+    if args.solvent == "explicit":
+        if not args.solvated:
+            raise SystemExit("cgbench peptide-system: --solvated FILE.pdb is required for explicit solvent")
+        topology, positions = solvate(topology, positions, peptide)
+        Path(args.solvated).write_text(pdb_text(topology, positions))
+        write_sidecar(args.solvated, config, seed=config["seed"], peptide=peptide.to_dict())
+    system = create_system(topology, args.solvent, peptide)
+    path = save_system(system, args.out)
+    write_sidecar(path, config, seed=config["seed"], peptide=peptide.to_dict(), solvent=args.solvent,
+                  atoms=system.getNumParticles(),
+                  forces=[type(system.getForce(i)).__name__ for i in range(system.getNumForces())])
+    log.info("wrote %s (%d atoms)", path, system.getNumParticles())
+
+
+def cmd_parity(args, config):
+    """JAX energy vs OpenMM Reference on sampled configurations; JSON on stdout, 1 above tolerance."""
+    import json
+
+    from cgbench.parity import parity_report
+    from cgbench.peptides import Peptide
+
+    # The config's peptide defaults (force field, temperature, pH, constraints), any sequence.
+    defaults = dict(config.get("peptide_defaults", {}))
+    defaults["implicit_solvents"] = tuple(defaults.get("implicit_solvents", ("obc1", "obc2")))
+    peptide = Peptide(name=f"parity-{args.sequence}", sequence=args.sequence, **defaults)
+    report = parity_report(peptide, args.solvent, args.samples, seed=args.seed,
+                           energy_tolerance=args.energy_tolerance, force_tolerance=args.force_tolerance,
+                           dtype=args.dtype)
+    print(json.dumps(report, indent=2))
+    if not report["passed"]:
+        log.error("parity failed: relative energy error %.3g (tolerance %.3g), force error %.3g kJ/mol/nm "
+                  "(tolerance %.3g)", report["max_rel_energy_error"], args.energy_tolerance,
+                  report["max_abs_force_error"], args.force_tolerance)
+        return 1
+    return 0
+
+
+def cmd_timing(args, config):
+    from cgbench.timing import write_timing
+
+    for p in write_timing(args.inputs, args.root, args.out):
+        log.info("wrote %s", p)
+
+
+def cmd_bench(args, config):
+    from cgbench import bench
+
+    extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+    return bench.run(bench_dir=Path(args.benchmarks), storage=Path(args.storage), tag=args.tag,
+                     fail_above=args.fail_above, save=not args.no_save, extra=extra)
+
+
+# Subcommands that never touch JAX (no device selection, no JAX import).
+NO_DEVICE = {"validate", "timing", "bench"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgbench", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config YAML (default: %(default)s)")
@@ -143,10 +225,61 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out-dir", required=True)
         p.set_defaults(func=func)
 
+    p = sub.add_parser("build-peptide", help="build a capped peptide from its config sequence")
+    p.add_argument("--peptide", required=True, help="name under `peptides:` in the config")
+    p.add_argument("--out", required=True, help="structure .pdb")
+    p.set_defaults(func=cmd_build_peptide)
+
+    p = sub.add_parser("peptide-system", help="serialised OpenMM system of a built peptide")
+    p.add_argument("--peptide", required=True, help="name under `peptides:` in the config")
+    p.add_argument("--solvent", required=True, choices=["vacuum", "obc1", "obc2", "explicit"])
+    p.add_argument("--structure", required=True, help="structure .pdb from build-peptide")
+    p.add_argument("--out", required=True, help="system .xml")
+    p.add_argument("--solvated", help="explicit solvent only: where to write the solvated .pdb")
+    p.set_defaults(func=cmd_peptide_system)
+
+    from cgbench import parity
+
+    p = sub.add_parser("parity", help="check the JAX energy of a peptide against OpenMM (JSON; exit 1 above tolerance)",
+                       description="Build ACE-SEQUENCE-NME, draw configurations (minimised, Gaussian-perturbed, "
+                       "Langevin MD frames) and compare JAX energies/forces with OpenMM's Reference platform. "
+                       "Needs no config file (config.yaml's peptide_defaults are used).")
+    p.add_argument("--sequence", required=True, help="one-letter codes between the caps, e.g. KGP")
+    p.add_argument("--solvent", required=True, choices=["vacuum", "obc1", "obc2"])
+    p.add_argument("--samples", type=int, default=100, help="configurations (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default %(default)s)")
+    p.add_argument("--energy-tolerance", type=float, default=parity.ENERGY_TOLERANCE,
+                   help="largest relative energy error (default %(default)g)")
+    p.add_argument("--force-tolerance", type=float, default=parity.FORCE_TOLERANCE,
+                   help="largest force error, kJ/mol/nm (default %(default)g)")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                   help="JAX precision (default %(default)s; float64 runs under jax.enable_x64)")
+    p.set_defaults(func=cmd_parity)
+
     p = sub.add_parser("tables", help="gather evaluations into results/tables")
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("timing", help="gather Snakemake benchmark files into a timing table")
+    p.add_argument("--root", required=True, help="benchmark folder: ROOT/<rule>/<job>.tsv")
+    p.add_argument("--inputs", nargs="+", required=True, help="benchmark .tsv files")
+    p.add_argument("--out", required=True, help="timing .csv (a .md is written next to it)")
+    p.set_defaults(func=cmd_timing)
+
+    from cgbench import bench
+
+    p = sub.add_parser("bench", help="run benchmarks/, fail on a median slowdown against the last saved run, save",
+                       description="Run benchmarks/ (pytest-benchmark), compare every median with the last "
+                       "run saved for this machine tag, fail above --fail-above percent slower, save this run.")
+    p.add_argument("--fail-above", type=float, default=bench.DEFAULT_FAIL_ABOVE, metavar="PERCENT",
+                   help="fail when a median is this many percent slower than the saved run (default %(default)g)")
+    p.add_argument("--tag", help="machine tag (default: this machine's hardware class, e.g. x86_64-amd-epyc-7b13-2cpu)")
+    p.add_argument("--storage", default=str(bench.DEFAULT_STORAGE), help="saved runs (default %(default)s)")
+    p.add_argument("--benchmarks", default=str(bench.BENCHMARK_DIR), help="benchmark folder (default %(default)s)")
+    p.add_argument("--no-save", action="store_true", help="compare only; keep the last saved run as it is")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: passed to pytest (e.g. -k ecg)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -159,10 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"cgbench: {args.config}: {error}", file=sys.stderr)
         return 2
-    if args.command != "validate":
+    if args.command not in NO_DEVICE:
         _select_device(config)
-    args.func(args, config)
-    return 0
+    return args.func(args, config) or 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ preset is checked, not only the chosen one, so a typo in ``cpu`` is caught by a 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -20,6 +21,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+
+
+_RESIDUE_LETTERS = "ACDEFGHIKLMNPQRSTVWY"
 
 
 class ConfigError(ValueError):
@@ -54,9 +58,17 @@ def _messages(config: dict, schema: dict) -> list[str]:
             patterns = error.schema.get("patternProperties", {})
             for key in error.instance:
                 if key not in allowed and not any(re.search(p, key) for p in patterns):
-                    known = ", ".join(sorted(allowed)) or "see schema patterns"
                     name = f"{where}.{key}" if where != "<top level>" else key
-                    out.append(f"{name}: unknown key (allowed here: {known})")
+                    if allowed:
+                        out.append(f"{name}: unknown key (allowed here: {', '.join(sorted(allowed))})")
+                    else:
+                        out.append(f"{name}: invalid name (names must match {' or '.join(patterns)})")
+        elif error.validator == "pattern" and where.endswith(".sequence") and isinstance(error.instance, str):
+            bad = sorted({c for c in error.instance if c not in _RESIDUE_LETTERS})
+            what = (f"{error.instance!r} has unknown residue letter(s) {', '.join(bad)}" if bad
+                    else "empty sequence")
+            out.append(f"{where}: {what} "
+                       f"(one-letter codes of the 20 standard amino acids: {_RESIDUE_LETTERS})")
         else:
             out.append(f"{where}: {error.message}")
     return out
@@ -72,11 +84,41 @@ def _semantic_messages(config: dict) -> list[str]:
                            f"{', '.join(known)})")
             elif name not in config["ecg"]:
                 out.append(f"synthetic.{field}[{i}]: target {name!r} has no ecg.{name} block")
+    out += _force_field_messages(config)
     for name, block in config["ecg"].items():
         t = block["tempering"]
         if t["beta_0"] > t["beta_target"]:
             out.append(f"ecg.{name}.tempering.beta_0: {t['beta_0']} exceeds beta_target {t['beta_target']}")
     return out
+
+
+def _force_field_messages(config: dict) -> list[str]:
+    """Force-field files that OpenMM cannot load, named by key (checked only if used)."""
+    files = {}
+    for key in ("force_field", "water_model"):
+        files.setdefault(config["peptide_defaults"][key], f"peptide_defaults.{key}")
+        for name, entry in config["peptides"].items():
+            if key in entry:
+                files.setdefault(entry[key], f"peptides.{name}.{key}")
+    if not config["peptides"]:
+        return []
+    out = []
+    for file, where in files.items():
+        problem = _force_field_problem(file)
+        if problem:
+            out.append(f"{where}: OpenMM cannot load force-field file {file!r} ({problem})")
+    return out
+
+
+@functools.cache
+def _force_field_problem(file: str) -> str | None:
+    import openmm.app as app
+
+    try:
+        app.ForceField(file)
+    except Exception as error:  # OpenMM raises ValueError/OSError for a missing or bad file
+        return str(error)
+    return None
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:

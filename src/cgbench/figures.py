@@ -41,6 +41,7 @@ from matplotlib.ticker import NullFormatter
 
 from cgbench.ecg import load_models
 from cgbench.provenance import record
+from cgbench.report import synthetic_figure_kinds
 from cgbench.tempering import METHOD_OF_SCHEDULE
 from cgbench.targets import DoubleWell, GaussianMixture, SyntheticTarget, make_target
 
@@ -453,6 +454,10 @@ def marginals(inp: _Inputs, path: Path) -> tuple[Path, str]:
 
 # ----------------------------------------------------------------------------- entry point
 
+DRAW = {"histograms": double_well_histograms, "tempering": double_well_tempering,
+        "samples": gmm_2d_samples, "pairs": gmm_pairs, "marginals": marginals}
+
+
 def synthetic_figures(target_name: str, model_dirs: dict[str, Path], nuts_path: Path, out_dir: Path,
                       config: dict) -> list[Path]:
     """Write the figures of one synthetic target and their manifest.
@@ -472,15 +477,9 @@ def synthetic_figures(target_name: str, model_dirs: dict[str, Path], nuts_path: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     inp = _Inputs(target_name, {m: Path(p) for m, p in model_dirs.items()}, Path(nuts_path), config)
-    jobs = []
-    if inp.models:
-        if isinstance(inp.target, DoubleWell):
-            jobs += [("histograms", double_well_histograms), ("tempering", double_well_tempering)]
-        elif isinstance(inp.target, GaussianMixture) and inp.target.dim_z == 2:
-            jobs.append(("samples", gmm_2d_samples))
-        elif isinstance(inp.target, GaussianMixture) and inp.target.dim_z > 2:
-            jobs.append(("pairs", gmm_pairs))
-    jobs.append(("marginals", marginals))
+    # The same list the rules declare as outputs (cgbench.report, read when the workflow is parsed).
+    kinds = synthetic_figure_kinds(target_name, config["targets"][target_name], bool(inp.models))
+    jobs = [(what, DRAW[what]) for what in kinds]
 
     paths, entries = [], []
     for what, draw in jobs:

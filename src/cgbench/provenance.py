@@ -16,7 +16,7 @@ from pathlib import Path
 from cgbench.config import config_hash
 
 PACKAGES = ("cgbench", "jax", "jaxlib", "flowjax", "equinox", "optax", "blackjax", "numpy", "scipy",
-            "pandas", "matplotlib", "seaborn", "snakemake")
+            "pandas", "matplotlib", "seaborn", "snakemake", "openmm", "mdtraj")
 
 
 def package_versions() -> dict[str, str]:

@@ -1,0 +1,651 @@
+"""Potential energy of an OpenMM ``System`` in JAX: ``jit``/``vmap``/``grad``-able, float64 or float32.
+
+``PotentialEnergy.from_system(system)`` reads the parameters of a non-periodic solute system
+(vacuum, OBC1 or OBC2 implicit solvent, see :mod:`cgbench.systems`) into an equinox Module whose
+``__call__(positions)`` returns the energy; :func:`energy_and_forces` adds the forces by autodiff
+and takes one configuration ``(n_atoms, 3)`` or a batch ``(..., n_atoms, 3)``.
+
+Supported forces (anything else raises :class:`UnsupportedForceError` naming the force):
+
+- ``HarmonicBondForce``: ``½ k (r - r₀)²``; ``HarmonicAngleForce``: ``½ k (θ - θ₀)²``;
+  ``PeriodicTorsionForce``: ``k (1 + cos(n φ - φ₀))`` (IUPAC dihedral sign, as OpenMM).
+- ``NonbondedForce`` with ``NoCutoff``: Coulomb ``q_i q_j / (4πε₀ r)`` plus Lennard-Jones
+  ``4ε((σ/r)¹² - (σ/r)⁶)`` with Lorentz-Berthelot mixing; the exceptions' own
+  ``chargeProd, sigma, epsilon`` replace the mixed values (this is how 1-4 scaling and exclusions
+  arrive), pairs with both zero are dropped.
+- ``GBSAOBCForce`` (OpenMM's native OBC2 with ``NoCutoff``: α = 1, β = 0.8, γ = 4.85, offset
+  0.009 nm, ACE surface term with probe radius 0.14 nm, including OpenMM's correction for an atom
+  engulfed by a neighbour's descreening sphere).
+- amber's OBC ``CustomGBForce`` (``openmm.app.internal.customgbforces.GBSAOBC1Force``, and its
+  OBC2 sibling ``GBSAOBC2Force``), recognised by parsing its expressions: the Born radius
+  ``1/(1/or-tanh(α*psi-β*psi^2+γ*psi^3)/radius)`` gives α, β, γ (OBC1: 0.8, 0, 2.909125), the
+  energy terms give the dielectrics, the Coulomb constant written in them (138.935485, not
+  OpenMM's 138.93545764438198) and the ACE constants. Anything else written in a
+  ``CustomGBForce`` (GBn, GBn2, a cutoff, salt) is refused rather than guessed.
+- ``CMMotionRemover`` is ignored (no energy); constraints are ignored (they do not change the
+  energy). Virtual sites and periodic systems are refused.
+
+Why hand-written: no installed library evaluates OpenMM's implicit solvent in JAX. jax-md 0.2.29's
+``mm_forcefields`` converts the vacuum terms but raises ``NotImplementedError`` on any GB force.
+Decided by measurement (throwaway venv, 2 cores): ``pip install jax-md==0.2.29`` took 44 s and
+pulled 40 packages this project does not have (flax, orbax-checkpoint, tensorstore, e3nn-jax,
+pymatgen, sympy, plotly, …; the venv reached 1.2 GB) and would move the pinned tabulate 0.9.0 to
+0.10.0; its loader also works in kcal/mol. Reusing it would still leave the GB terms (the
+hard part) to write here, so it is not used. Parity with OpenMM is what makes the hand-written
+terms trustworthy: ``tests/test_energy.py`` compares every force term and the whole system against
+OpenMM's Reference platform, and ``cgbench parity`` does it for any sequence.
+
+Precision: float64 (the default) needs JAX's 64-bit mode, which is off by default. Enable it for
+the whole program with ``jax.config.update("jax_enable_x64", True)`` before building the module,
+or locally with ``with jax.enable_x64(True): ...`` around building *and* calling it (what
+``cgbench parity`` and the tests do, so nothing else in the process changes). Asking for float64
+without it raises instead of silently computing in float32. ``dtype=jnp.float32`` works either way.
+
+Speed (``benchmarks/test_energy_speed.py``, ala2 in OBC2, batch 1024, 2 shared CPU cores): JAX
+float64 ≈ 13.5k configurations/s, float32 ≈ 26k/s, OpenMM Reference one configuration at a time
+≈ 16k/s. On CPU the batch is not faster than OpenMM: XLA's CPU backward passes were the cost,
+hence the batch-last layout and the analytic GB gradient (see ``OBCGeneralizedBorn``), which
+together took float64 from ~330 ms to ~75 ms per 1024 configurations.
+
+Units: positions nm, energies kJ/mol, forces kJ/mol/nm, charges e, angles rad.
+"""
+
+from __future__ import annotations
+
+import re
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+#: 1/(4πε₀) in kJ nm/(mol e²), the value OpenMM ≥ 8 uses in NonbondedForce and GBSAOBCForce.
+ONE_4PI_EPS0 = 138.93545764438198
+#: Probe radius of the ACE surface-area term in GBSAOBCForce, nm.
+OBC_PROBE_RADIUS = 0.14
+#: Dielectric offset of GBSAOBCForce, nm (radius = offset radius + this).
+OBC_DIELECTRIC_OFFSET = 0.009
+
+
+class UnsupportedForceError(ValueError):
+    """An OpenMM force (or setting of one) that :class:`PotentialEnergy` cannot evaluate."""
+
+
+# Layout. Every term takes positions of shape (n_atoms, 3) or, on the batched path that
+# `energy_and_forces` uses, (n_atoms, 3, *batch) with the batch axes *last*: gathering atoms then
+# copies contiguous rows and its transpose (the scatter-add of the backward pass) adds contiguous
+# rows, and the arithmetic is vectorised over the batch. (With the batch first, as under a plain
+# vmap, XLA's CPU gathers and scatters were the larger part of the time.)
+
+
+def _per_item(p: Array, positions: Array) -> Array:
+    """Parameter of shape ``(m, ...)`` reshaped to broadcast over the trailing batch axes."""
+    return p.reshape(p.shape + (1,) * (positions.ndim - 2))
+
+
+def _norm(v: Array, axis: int = 1) -> Array:
+    """Euclidean norm along ``axis`` with a finite gradient at zero (taken as 0 there)."""
+    s = jnp.sum(v * v, axis=axis)
+    positive = s > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, s, 1.0)), 0.0)
+
+
+def _dot(u: Array, v: Array) -> Array:
+    return jnp.sum(u * v, axis=1)
+
+
+def _cross(u: Array, v: Array) -> Array:
+    return jnp.cross(u, v, axis=1)
+
+
+class HarmonicBonds(eqx.Module):
+    """``Σ ½ k (r - r₀)²`` over bonds (OpenMM ``HarmonicBondForce``).
+
+    Attributes:
+        atoms: Atom indices, shape ``(n_bonds, 2)``.
+        length: r₀, nm, shape ``(n_bonds,)``.
+        k: Force constants, kJ/mol/nm², shape ``(n_bonds,)``.
+    """
+
+    atoms: Int[Array, "n 2"]
+    length: Float[Array, " n"]
+    k: Float[Array, " n"]
+
+    def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        r = _norm(positions[self.atoms[:, 1]] - positions[self.atoms[:, 0]])
+        return 0.5 * jnp.sum(_per_item(self.k, positions) * (r - _per_item(self.length, positions)) ** 2, axis=0)
+
+
+class HarmonicAngles(eqx.Module):
+    """``Σ ½ k (θ - θ₀)²`` over angles i-j-k with j the vertex (OpenMM ``HarmonicAngleForce``).
+
+    Attributes:
+        atoms: Atom indices, shape ``(n_angles, 3)``.
+        angle: θ₀, rad, shape ``(n_angles,)``.
+        k: Force constants, kJ/mol/rad², shape ``(n_angles,)``.
+    """
+
+    atoms: Int[Array, "n 3"]
+    angle: Float[Array, " n"]
+    k: Float[Array, " n"]
+
+    def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        u = positions[self.atoms[:, 0]] - positions[self.atoms[:, 1]]
+        v = positions[self.atoms[:, 2]] - positions[self.atoms[:, 1]]
+        # atan2 of |u×v| and u·v: accurate near 0 and π, where arccos is not.
+        theta = jnp.arctan2(_norm(_cross(u, v)), _dot(u, v))
+        return 0.5 * jnp.sum(_per_item(self.k, positions) * (theta - _per_item(self.angle, positions)) ** 2,
+                             axis=0)
+
+
+class PeriodicTorsions(eqx.Module):
+    """``Σ k (1 + cos(n φ - φ₀))`` over torsions (OpenMM ``PeriodicTorsionForce``), as Fourier series.
+
+    The terms are grouped by their four atoms; each dihedral φ_d (IUPAC sign, trans = π, as OpenMM)
+    contributes ``Σ_n a_dn cos(nφ_d) + b_dn sin(nφ_d)`` with ``a = Σ k cos φ₀`` and
+    ``b = Σ k sin φ₀`` over its terms of periodicity n, plus the constant ``Σ k``. This is the same
+    energy; it needs no atan2 (cos φ and sin φ come from the geometry, cos nφ and sin nφ from the
+    angle-addition recursion) and evaluates each dihedral once however many terms it has.
+
+    Attributes:
+        atoms: Atom indices of the distinct dihedrals, shape ``(n_dihedrals, 4)``.
+        cos_coefficient: a_dn, kJ/mol, shape ``(n_dihedrals, max_periodicity)`` (column n-1).
+        sin_coefficient: b_dn, kJ/mol, same shape.
+        constant: ``Σ k`` plus the periodicity-0 terms, kJ/mol.
+    """
+
+    atoms: Int[Array, "n 4"]
+    cos_coefficient: Float[Array, "n p"]
+    sin_coefficient: Float[Array, "n p"]
+    constant: Float[Array, ""]
+
+    def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        x = [positions[self.atoms[:, a]] for a in range(4)]
+        b1, b2, b3 = x[1] - x[0], x[2] - x[1], x[3] - x[2]
+        n1, n2 = _cross(b1, b2), _cross(b2, b3)
+        along, across = _dot(n1, n2), _norm(b2) * _dot(b1, n2)  # ∝ cos φ, sin φ
+        length = jnp.sqrt(jnp.maximum(along**2 + across**2, jnp.finfo(along.dtype).tiny))
+        cos1, sin1 = along / length, across / length
+        cos_n, sin_n = cos1, sin1
+        energy = jnp.zeros_like(cos1)
+        for n in range(self.cos_coefficient.shape[1]):
+            if n:
+                cos_n, sin_n = cos_n * cos1 - sin_n * sin1, sin_n * cos1 + cos_n * sin1
+            energy = (energy + _per_item(self.cos_coefficient[:, n], positions) * cos_n
+                      + _per_item(self.sin_coefficient[:, n], positions) * sin_n)
+        return self.constant + jnp.sum(energy, axis=0)
+
+
+class Nonbonded(eqx.Module):
+    """Coulomb plus Lennard-Jones over a fixed pair list, no cutoff (``NonbondedForce``).
+
+    ``Σ_pairs C qq/r + 4ε((σ/r)¹² - (σ/r)⁶)``; the list holds every pair ``i < j`` that is not
+    excluded, with the exceptions' parameters where OpenMM has an exception.
+
+    Attributes:
+        pairs: Atom indices, shape ``(n_pairs, 2)``.
+        charge_product: C q_i q_j, kJ nm/mol, shape ``(n_pairs,)`` (C = 1/(4πε₀)).
+        sigma: nm, shape ``(n_pairs,)``.
+        epsilon: kJ/mol, shape ``(n_pairs,)``.
+    """
+
+    pairs: Int[Array, "n 2"]
+    charge_product: Float[Array, " n"]
+    sigma: Float[Array, " n"]
+    epsilon: Float[Array, " n"]
+
+    def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        inverse_r = 1 / _norm(positions[self.pairs[:, 1]] - positions[self.pairs[:, 0]])
+        s6 = (_per_item(self.sigma, positions) * inverse_r) ** 6
+        return jnp.sum(_per_item(self.charge_product, positions) * inverse_r
+                       + 4.0 * _per_item(self.epsilon, positions) * (s6 * s6 - s6), axis=0)
+
+
+class OBCGeneralizedBorn(eqx.Module):
+    """Onufriev-Bashford-Case generalized Born with the ACE surface-area term, no cutoff.
+
+    Born radii (HCT integral I_i over all other atoms j, no exclusions)::
+
+        I_i = ½ Σ_{j≠i, or_i < r+sr_j} [1/L - 1/U + ¼(r - sr_j²/r)(1/U² - 1/L²) + ½ ln(L/U)/r]
+              (+ 2(1/or_i - 1/L) if or_i < sr_j - r and ``engulfed_correction``)
+        U = r + sr_j,  L = max(or_i, |r - sr_j|),  ψ = I_i or_i
+        B_i = 1 / (1/or_i - tanh(αψ - βψ² + γψ³)/ρ_i),  ρ_i = or_i + offset
+
+    Energy::
+
+        ½ Σ_{i,j} prefactor q_i q_j / sqrt(r² + B_i B_j exp(-r²/(4 B_i B_j)))     (i = j: q_i²/B_i)
+        + Σ_i surface · (ρ_i + probe)² (ρ_i/B_i)⁶
+
+    with ``prefactor = -C (1/ε_solute - 1/ε_solvent)``. Pairwise quantities are dense
+    ``(n_atoms, n_atoms)`` matrices; pairs at r = 0 (the diagonal) are masked *before* any division
+    or square root, so energies and forces stay finite. (OpenMM divides by r there and returns NaN
+    for two distinct atoms at the same place; here such a pair simply adds no descreening, the
+    r → 0 limit whenever sr_j ≤ or_i.)
+
+    Attributes:
+        charge: e, shape ``(n_atoms,)``.
+        offset_radius: or = ρ - offset, nm, shape ``(n_atoms,)``.
+        scaled_radius: sr = scale · or, nm, shape ``(n_atoms,)``.
+        radius: ρ, nm, shape ``(n_atoms,)``.
+        alpha, beta, gamma: OBC coefficients (OBC1 0.8, 0, 2.909125; OBC2 1, 0.8, 4.85).
+        prefactor: kJ nm/(mol e²).
+        surface: ACE constant, kJ/mol/nm² (4π × surface-area energy; 0 switches the term off).
+        probe_radius: nm.
+        engulfed_correction: Whether to add OpenMM's native term for an atom inside a
+            neighbour's descreening sphere (native ``GBSAOBCForce``: yes; amber's
+            ``CustomGBForce``: no).
+    """
+
+    charge: Float[Array, " n"]
+    offset_radius: Float[Array, " n"]
+    scaled_radius: Float[Array, " n"]
+    radius: Float[Array, " n"]
+    alpha: float = eqx.field(static=True)
+    beta: float = eqx.field(static=True)
+    gamma: float = eqx.field(static=True)
+    prefactor: float = eqx.field(static=True)
+    surface: float = eqx.field(static=True)
+    probe_radius: float = eqx.field(static=True, default=OBC_PROBE_RADIUS)
+    engulfed_correction: bool = eqx.field(static=True, default=True)
+
+    @staticmethod
+    def _squared_distances(positions):
+        """r², shape ``(*batch, n_atoms, n_atoms)``: exactly 0 with gradient 0 on the diagonal.
+
+        Computed per Cartesian component in the layout ``(*batch, i, j)``: XLA's CPU backend then
+        vectorises the pair sums (over j, the minor axis) and their gradients; with the pair
+        axes first, the backward pass was ~8× slower.
+        """
+        components = jnp.moveaxis(positions, (0, 1), (-1, 0))  # (3, *batch, n_atoms)
+        return sum((c[..., :, None] - c[..., None, :]) ** 2 for c in components)
+
+    def born_radii(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch n_atoms"]:
+        """Born radii B_i, nm, shape ``(*batch, n_atoms)``."""
+        return self._born_radii(self._squared_distances(positions))
+
+    def _born_radii(self, r2):
+        # Pairs at r = 0 (the diagonal, or two atoms on top of each other) are masked before the
+        # square root and every 1/r: the values and gradients of the other branch stay finite.
+        apart = r2 > 0
+        inverse_r = jax.lax.rsqrt(jnp.where(apart, r2, 1.0))
+        r = jnp.where(apart, r2, 1.0) * inverse_r
+        or_i = self.offset_radius[:, None]
+        sr_j = self.scaled_radius
+        upper = r + sr_j
+        lower = jnp.maximum(or_i, jnp.abs(r - sr_j))
+        inverse_upper, inverse_lower = 1 / upper, 1 / lower
+        term = (inverse_lower - inverse_upper
+                + 0.25 * (r - sr_j**2 * inverse_r) * (inverse_upper**2 - inverse_lower**2)
+                + 0.5 * jnp.log(lower * inverse_upper) * inverse_r)
+        if self.engulfed_correction:
+            term = term + jnp.where(or_i < sr_j - r, 2 * (1 / or_i - inverse_lower), 0.0)
+        integral = 0.5 * jnp.sum(jnp.where(apart & (or_i < upper), term, 0.0), axis=-1)
+        psi = integral * self.offset_radius
+        tanh = jnp.tanh(psi * (self.alpha + psi * (self.gamma * psi - self.beta)))
+        return 1 / (1 / self.offset_radius - tanh / self.radius)
+
+    def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        """Energy, kJ/mol, shape ``batch``; its derivative is the analytic one (see below)."""
+        return _obc_energy(positions, self)
+
+    def energy_and_gradient(self, positions: Float[Array, "n_atoms 3 *batch"]
+                            ) -> tuple[Float[Array, "*batch"], Float[Array, "n_atoms 3 *batch"]]:
+        """Energy (kJ/mol) and its analytic gradient ∂E/∂x (kJ/mol/nm), written out as OpenMM does.
+
+        Why by hand: reverse-mode autodiff of :meth:`autodiff_energy` on XLA's CPU backend cost
+        ~10× its forward pass (pair-matrix reductions in the backward pass), the largest part of a
+        batched energy-and-forces call. The gradient::
+
+            ∂E/∂B_i = Σ_j ∂g_ij/∂(B_iB_j) B_j - 6 E_ACE,i / B_i         (g_ij the polar pair term)
+            ∂B_i/∂I_i = B_i² (1 - tanh²) (α - 2βψ + 3γψ²) or_i / ρ_i
+            ∂I_i/∂r_ij = -[⅛(1 + sr_j²/r²)(1/L² - 1/U²) + ¼ ln(L/U)/r²]
+            ∂E/∂x_k = Σ_j W_kj (x_k - x_j),  W_kj = (c_k ∂I_k/∂r_kj + c_j ∂I_j/∂r_jk)/r + 2 ∂g_kj/∂r²
+
+        with c_i = ∂E/∂B_i ∂B_i/∂I_i. The terms through the limits L and U cancel, and for an
+        engulfed atom (L = sr_j - r) the L-derivative (2/L²) cancels that of the correction
+        2(1/or_i - 1/L), so ∂I/∂r has one form everywhere. Tested against autodiff of
+        :meth:`autodiff_energy`, finite differences and OpenMM.
+        """
+        components = jnp.moveaxis(positions, (0, 1), (-1, 0))  # (3, *batch, n_atoms)
+        difference = [c[..., :, None] - c[..., None, :] for c in components]  # x_i - x_j
+        r2 = sum(d * d for d in difference)  # not a reduction over the leading axis: slow on CPU
+        apart = r2 > 0
+        r2_safe = jnp.where(apart, r2, 1.0)
+        inverse_r = jax.lax.rsqrt(r2_safe)
+        r = r2_safe * inverse_r
+        or_i, sr_j = self.offset_radius[:, None], self.scaled_radius
+        upper = r + sr_j
+        lower = jnp.maximum(or_i, jnp.abs(r - sr_j))
+        inverse_upper, inverse_lower = 1 / upper, 1 / lower
+        log_ratio = jnp.log(lower * inverse_upper)
+        square_difference = inverse_upper**2 - inverse_lower**2
+        include = apart & (or_i < upper)
+        term = (inverse_lower - inverse_upper + 0.25 * (r - sr_j**2 * inverse_r) * square_difference
+                + 0.5 * log_ratio * inverse_r)
+        d_integral = 0.125 * (1 + sr_j**2 * inverse_r**2) * square_difference - 0.25 * log_ratio * inverse_r**2
+        if self.engulfed_correction:
+            engulfed = or_i < sr_j - r
+            term = term + jnp.where(engulfed, 2 * (1 / or_i - inverse_lower), 0.0)
+        integral = 0.5 * jnp.sum(jnp.where(include, term, 0.0), axis=-1)
+        d_integral = jnp.where(include, d_integral, 0.0)  # ∂I_i/∂r_ij
+        psi = integral * self.offset_radius
+        tanh = jnp.tanh(psi * (self.alpha + psi * (self.gamma * psi - self.beta)))
+        born = 1 / (1 / self.offset_radius - tanh / self.radius)
+        d_born = (born**2 * (1 - tanh**2) * (self.alpha + psi * (3 * self.gamma * psi - 2 * self.beta))
+                  * self.offset_radius / self.radius)
+
+        bb = born[..., :, None] * born[..., None, :]
+        scaled = 0.25 * r2 / bb
+        decay = jnp.exp(-scaled)
+        inverse_f2 = 1 / (r2 + bb * decay)
+        pair = self.prefactor * (self.charge[:, None] * self.charge) * jnp.sqrt(inverse_f2)  # g_ij
+        surface = self.surface * (self.radius + self.probe_radius) ** 2 * (self.radius / born) ** 6
+        energy = 0.5 * jnp.sum(pair, axis=(-2, -1)) + jnp.sum(surface, axis=-1)
+
+        d_pair_d_bb = -0.5 * pair * inverse_f2 * decay * (1 + scaled)
+        d_born_total = jnp.sum(d_pair_d_bb * born[..., None, :], axis=-1) - 6 * surface / born
+        chain = (d_born_total * d_born)[..., :, None] * d_integral  # c_i ∂I_i/∂r_ij
+        d_pair_d_r2 = -0.5 * pair * inverse_f2 * (1 - 0.25 * decay)
+        weight = jnp.where(apart, (chain + jnp.swapaxes(chain, -1, -2)) * inverse_r + 2 * d_pair_d_r2, 0.0)
+        gradient = jnp.stack([jnp.sum(weight * d, axis=-1) for d in difference], axis=-1)  # (*batch, n, 3)
+        return energy, jnp.moveaxis(gradient, (-2, -1), (0, 1))
+
+    def autodiff_energy(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        """The same energy as plain JAX code, differentiated by autodiff (reference of the tests)."""
+        r2 = self._squared_distances(positions)
+        born = self._born_radii(r2)
+        bb = born[..., :, None] * born[..., None, :]
+        f2 = r2 + bb * jnp.exp(-0.25 * r2 / bb)
+        qq = self.charge[:, None] * self.charge
+        polar = 0.5 * self.prefactor * jnp.sum(qq * jax.lax.rsqrt(f2), axis=(-2, -1))
+        nonpolar = self.surface * jnp.sum((self.radius + self.probe_radius) ** 2 * (self.radius / born) ** 6,
+                                          axis=-1)
+        return polar + nonpolar
+
+
+@eqx.filter_custom_jvp
+def _obc_energy(positions, module):
+    return module.energy_and_gradient(positions)[0]
+
+
+@_obc_energy.def_jvp
+def _obc_energy_jvp(primals, tangents):
+    positions, module = primals
+    positions_tangent, module_tangent = tangents
+    if jax.tree.leaves(module_tangent):
+        raise NotImplementedError("derivatives of the GB energy with respect to its parameters")
+    energy, gradient = module.energy_and_gradient(positions)
+    if positions_tangent is None:
+        return energy, jnp.zeros_like(energy)
+    return energy, jnp.sum(gradient * positions_tangent, axis=(0, 1))
+
+
+class PotentialEnergy(eqx.Module):
+    """Total potential energy of an OpenMM system: a sum of term modules.
+
+    Attributes:
+        terms: One module per supported OpenMM force, in the system's force order.
+        force_indices: ``system.getForce(i)`` index each term came from (static).
+        n_atoms: Number of particles (static).
+        dtype: Floating dtype of every parameter and of the computation (static).
+    """
+
+    terms: tuple[eqx.Module, ...]
+    force_indices: tuple[int, ...] = eqx.field(static=True)
+    n_atoms: int = eqx.field(static=True)
+    dtype: np.dtype = eqx.field(static=True)
+
+    def __call__(self, positions: Float[Array, "n_atoms 3"]) -> Float[Array, ""]:
+        """Potential energy, kJ/mol, of positions in nm of shape ``(n_atoms, 3)``."""
+        positions = jnp.asarray(positions, self.dtype)
+        if positions.shape != (self.n_atoms, 3):
+            raise ValueError(f"positions of shape {positions.shape}, expected ({self.n_atoms}, 3); "
+                             "use energy_and_forces (or vmap) for batches")
+        return self.batch_last(positions)
+
+    def batch_last(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
+        """Energies, kJ/mol, of positions laid out ``(n_atoms, 3, *batch)`` (batch axes last, nm).
+
+        The layout of the fast batched path (see "Layout" above); :func:`energy_and_forces`
+        transposes to it.
+        """
+        positions = jnp.asarray(positions, self.dtype)
+        return sum((term(positions) for term in self.terms), jnp.zeros(positions.shape[2:], self.dtype))
+
+    @classmethod
+    def from_system(cls, system, *, dtype=jnp.float64) -> PotentialEnergy:
+        """Read the parameters of ``system`` (an ``openmm.System``).
+
+        Args:
+            system: Non-periodic system without virtual sites whose forces are all supported
+                (see the module docstring).
+            dtype: ``jnp.float64`` (needs JAX's x64 mode, see the module docstring) or
+                ``jnp.float32``.
+
+        Raises:
+            UnsupportedForceError: naming the first force (or setting) that is not supported.
+            RuntimeError: float64 asked for while JAX's x64 mode is off.
+        """
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype {dtype}: expected float32 or float64")
+        if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+            raise RuntimeError(
+                "float64 energies need JAX's 64-bit mode: call "
+                "jax.config.update('jax_enable_x64', True) first, or build and call the energy "
+                "inside `with jax.enable_x64(True):`; or pass dtype=jnp.float32")
+        if system.usesPeriodicBoundaryConditions():
+            raise UnsupportedForceError("periodic systems are not supported (solute only: vacuum, OBC1, OBC2)")
+        n_atoms = system.getNumParticles()
+        virtual = [i for i in range(n_atoms) if system.isVirtualSite(i)]
+        if virtual:
+            raise UnsupportedForceError(f"virtual sites are not supported (particles {virtual[:5]}…)")
+        terms, indices = [], []
+        for index, force in enumerate(system.getForces()):
+            term = _convert(force, n_atoms, dtype)
+            if term is not None:
+                terms.append(term)
+                indices.append(index)
+        return cls(tuple(terms), tuple(indices), n_atoms, dtype)
+
+
+@eqx.filter_jit
+def energy_and_forces(energy: PotentialEnergy, positions: Float[Array, "*batch n_atoms 3"]
+                      ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch n_atoms 3"]]:
+    """Energy (kJ/mol) and forces ``-∂E/∂x`` (kJ/mol/nm) of one configuration or a batch.
+
+    Configurations are independent, so the forces of a batch are minus the gradient of the summed
+    energies; they are computed in the batch-last layout (:meth:`PotentialEnergy.batch_last`),
+    several times faster on CPU than a ``vmap`` over single configurations. The function may also
+    be vmapped itself.
+
+    Args:
+        energy: A :class:`PotentialEnergy`.
+        positions: nm, shape ``(n_atoms, 3)`` or ``(*batch, n_atoms, 3)``.
+
+    Returns:
+        ``(E, F)`` of shapes ``batch`` and ``(*batch, n_atoms, 3)``, in ``energy.dtype``.
+    """
+    positions = jnp.asarray(positions, energy.dtype)
+    batch_ndim = positions.ndim - 2
+    order = (batch_ndim, batch_ndim + 1, *range(batch_ndim))  # (*batch, n, 3) -> (n, 3, *batch)
+
+    def total(x):
+        energies = energy.batch_last(x)
+        return jnp.sum(energies), energies
+
+    (_, energies), gradient = jax.value_and_grad(total, has_aux=True)(jnp.transpose(positions, order))
+    return energies, -jnp.transpose(gradient, (*range(2, 2 + batch_ndim), 0, 1))
+# --- conversion from OpenMM -------------------------------------------------------------------
+
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+#: amber's HCT descreening integral (``customgbforces``), character for character.
+_HCT_INTEGRAL = ("select(step(r+sr2-or1),0.5*(1/L-1/U+0.25*(r-sr2^2/r)*(1/(U^2)-1/(L^2))"
+                 "+0.5*log(L/U)/r),0);U=r+sr2;L=max(or1,D);D=abs(r-sr2)")
+_BORN_RADIUS = re.compile(
+    r"1/\(1/or-tanh\((?:" + _NUM + r"\*)?psi(?:-" + _NUM + r"\*psi\^2)?\+" + _NUM
+    + r"\*psi\^3\)/radius\);psi=I\*or;radius=or\+offset;offset=" + _NUM)
+_PARAMS = r";solventDielectric=" + _NUM + r";soluteDielectric=" + _NUM + r";kappa=0;offset=" + _NUM
+_SELF_TERM = re.compile(r"-0\.5\*" + _NUM + r"\*\(1/soluteDielectric-1/solventDielectric\)"
+                        r"\*charge\^2/B" + _PARAMS)
+_SURFACE_TERM = re.compile(_NUM + r"\*\(radius\+" + _NUM + r"\)\^2\*\(radius/B\)\^6;radius=or\+offset"
+                           + _PARAMS)
+_PAIR_TERM = re.compile(r"-" + _NUM + r"\*\(1/soluteDielectric-1/solventDielectric\)\*charge1\*charge2/f;"
+                        r"f=sqrt\(r\^2\+B1\*B2\*exp\(-r\^2/\(4\*B1\*B2\)\)\)" + _PARAMS)
+
+
+def _convert(force, n_atoms: int, dtype: np.dtype):
+    """The term module of one OpenMM force, ``None`` for forces without energy."""
+    import openmm
+
+    def array(values):
+        return jnp.asarray(np.asarray(values, dtype=np.float64), dtype)
+
+    def indices(values, width):
+        return jnp.asarray(np.asarray(values, dtype=np.int32).reshape(-1, width))
+
+    name = type(force).__name__
+    if isinstance(force, openmm.CMMotionRemover):
+        return None
+    if isinstance(force, openmm.HarmonicBondForce):
+        rows = [force.getBondParameters(i) for i in range(force.getNumBonds())]
+        return HarmonicBonds(indices([r[:2] for r in rows], 2),
+                             array([_value(r[2]) for r in rows]),
+                             array([_value(r[3]) for r in rows]))
+    if isinstance(force, openmm.HarmonicAngleForce):
+        rows = [force.getAngleParameters(i) for i in range(force.getNumAngles())]
+        return HarmonicAngles(indices([r[:3] for r in rows], 3), array([_value(r[3]) for r in rows]),
+                              array([_value(r[4]) for r in rows]))
+    if isinstance(force, openmm.PeriodicTorsionForce):
+        return _torsions(force, array, indices)
+    if isinstance(force, openmm.NonbondedForce):
+        return _nonbonded(force, n_atoms, array, indices)
+    if isinstance(force, openmm.GBSAOBCForce):
+        if force.getNonbondedMethod() != openmm.GBSAOBCForce.NoCutoff:
+            raise UnsupportedForceError("GBSAOBCForce with a cutoff: only NoCutoff is supported")
+        params = np.array([[_value(v) for v in force.getParticleParameters(i)] for i in range(n_atoms)])
+        charge, radius, scale = params.T
+        offset_radius = radius - OBC_DIELECTRIC_OFFSET
+        solute, solvent = force.getSoluteDielectric(), force.getSolventDielectric()
+        prefactor = -ONE_4PI_EPS0 * (1 / solute - 1 / solvent) if solute and solvent else 0.0
+        return OBCGeneralizedBorn(array(charge), array(offset_radius), array(scale * offset_radius),
+                                  array(radius), alpha=1.0, beta=0.8, gamma=4.85, prefactor=prefactor,
+                                  surface=4 * np.pi * _value(force.getSurfaceAreaEnergy()),
+                                  probe_radius=OBC_PROBE_RADIUS, engulfed_correction=True)
+    if isinstance(force, openmm.CustomGBForce):
+        return _amber_obc(force, n_atoms, array)
+    raise UnsupportedForceError(f"{name} is not supported by cgbench.energy (supported: HarmonicBondForce, "
+                                "HarmonicAngleForce, PeriodicTorsionForce, NonbondedForce, GBSAOBCForce, "
+                                "amber's OBC CustomGBForce; CMMotionRemover is ignored)")
+
+
+def _value(quantity) -> float:
+    """A float from an OpenMM ``Quantity`` in its (MD) unit, or from a plain number."""
+    return float(getattr(quantity, "_value", quantity))
+
+
+def _torsions(force, array, indices) -> PeriodicTorsions:
+    """Group the torsion terms by their four atoms into Fourier coefficients (see the class)."""
+    dihedrals: dict[tuple[int, ...], int] = {}
+    rows = []
+    for t in range(force.getNumTorsions()):
+        *atoms, n, phase, k = force.getTorsionParameters(t)
+        rows.append((dihedrals.setdefault(tuple(atoms), len(dihedrals)), int(n), _value(phase), _value(k)))
+    max_n = max((n for _, n, _, _ in rows), default=0)
+    cos_coefficient = np.zeros((len(dihedrals), max(max_n, 1)))
+    sin_coefficient = np.zeros_like(cos_coefficient)
+    constant = 0.0
+    for d, n, phase, k in rows:
+        constant += k
+        if n == 0:  # k (1 + cos(-φ₀)): no angle dependence
+            constant += k * np.cos(phase)
+        else:
+            cos_coefficient[d, n - 1] += k * np.cos(phase)
+            sin_coefficient[d, n - 1] += k * np.sin(phase)
+    return PeriodicTorsions(indices(list(dihedrals), 4), array(cos_coefficient), array(sin_coefficient),
+                            array(constant))
+
+
+def _nonbonded(force, n_atoms, array, indices) -> Nonbonded:
+    import openmm
+
+    if force.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff:
+        raise UnsupportedForceError("NonbondedForce with a cutoff or periodic method: only NoCutoff is supported")
+    if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
+        raise UnsupportedForceError("NonbondedForce with parameter offsets is not supported")
+    params = np.array([[_value(v) for v in force.getParticleParameters(i)] for i in range(n_atoms)])
+    charge, sigma, epsilon = params.T
+    i, j = np.triu_indices(n_atoms, k=1)
+    qq = charge[i] * charge[j]
+    sig = 0.5 * (sigma[i] + sigma[j])
+    eps = np.sqrt(epsilon[i] * epsilon[j])
+    for e in range(force.getNumExceptions()):
+        a, b, q, s, ep = force.getExceptionParameters(e)
+        a, b = min(a, b), max(a, b)
+        k = a * n_atoms - a * (a + 1) // 2 + (b - a - 1)  # position of (a, b) in triu_indices
+        qq[k], sig[k], eps[k] = _value(q), _value(s), _value(ep)
+    keep = (qq != 0) | (eps != 0)
+    return Nonbonded(indices(np.stack([i[keep], j[keep]], axis=1), 2), array(ONE_4PI_EPS0 * qq[keep]),
+                     array(sig[keep]),
+                     array(eps[keep]))
+
+
+def _amber_obc(force, n_atoms, array) -> OBCGeneralizedBorn:
+    """amber's OBC1/OBC2 ``CustomGBForce``, recognised by its expressions; anything else raises."""
+    import openmm
+
+    def refuse(why):
+        raise UnsupportedForceError(f"CustomGBForce is supported only in amber's OBC form "
+                                    f"(openmm.app.internal.customgbforces.GBSAOBC1Force/GBSAOBC2Force, "
+                                    f"NoCutoff, no salt): {why}")
+
+    def squeeze(text):
+        return "".join(text.split())
+
+    if force.getNonbondedMethod() != openmm.CustomGBForce.NoCutoff:
+        refuse("it uses a cutoff")
+    names = [force.getPerParticleParameterName(i) for i in range(force.getNumPerParticleParameters())]
+    if names != ["charge", "or", "sr"]:
+        refuse(f"per-particle parameters {names}, expected ['charge', 'or', 'sr']")
+    if force.getNumGlobalParameters() or force.getNumTabulatedFunctions() or force.getNumFunctions():
+        refuse("it has global parameters or tabulated functions (GBn/GBn2?)")
+    values = [force.getComputedValueParameters(i) for i in range(force.getNumComputedValues())]
+    terms = [force.getEnergyTermParameters(i) for i in range(force.getNumEnergyTerms())]
+    pair, single = openmm.CustomGBForce.ParticlePairNoExclusions, openmm.CustomGBForce.SingleParticle
+    if [(n, t) for n, _, t in values] != [("I", pair), ("B", single)] or squeeze(values[0][1]) != _HCT_INTEGRAL:
+        refuse("its computed values are not amber's HCT integral I and OBC Born radius B")
+    born = _BORN_RADIUS.fullmatch(squeeze(values[1][1]))
+    if born is None:
+        refuse(f"Born radius expression {values[1][1]!r} not recognised")
+    alpha, beta, gamma, offset = (float(v) if v is not None else d for v, d in
+                                  zip(born.groups(), (1.0, 0.0, None, None)))
+    matched = {}
+    for expression, kind in terms:
+        for label, pattern, want in (("self", _SELF_TERM, single), ("surface", _SURFACE_TERM, single),
+                                     ("pair", _PAIR_TERM, pair)):
+            m = pattern.fullmatch(squeeze(expression))
+            if m and kind == want and label not in matched:
+                matched[label] = [float(v) for v in m.groups()]
+                break
+        else:
+            refuse(f"energy term {expression!r} not recognised")
+    if set(matched) not in ({"self", "pair"}, {"self", "pair", "surface"}):
+        refuse(f"energy terms {sorted(matched)}: expected self, pair and optionally surface")
+    coulomb, solvent, solute, _ = matched["self"]
+    if matched["pair"] != matched["self"]:
+        refuse("self and pair terms disagree on constants")
+    surface, probe = matched["surface"][:2] if "surface" in matched else (0.0, OBC_PROBE_RADIUS)
+    if "surface" in matched and matched["surface"][2:4] != [solvent, solute]:
+        refuse("surface term disagrees on dielectrics")
+    params = np.array([force.getParticleParameters(i) for i in range(n_atoms)], dtype=np.float64)
+    charge, offset_radius, scaled_radius = params.T
+    # The energy terms' offset (0.008999999999999999) is what their `radius` uses in the SA term;
+    # the Born-radius expression carries its own (0.009).
+    sa_offset = matched["surface"][4] if "surface" in matched else offset
+    if abs(sa_offset - offset) > 1e-12:
+        refuse("Born radius and surface term use different offsets")
+    return OBCGeneralizedBorn(array(charge), array(offset_radius), array(scaled_radius),
+                              array(offset_radius + offset), alpha=alpha, beta=beta, gamma=gamma,
+                              prefactor=-coulomb * (1 / solute - 1 / solvent), surface=surface,
+                              probe_radius=probe, engulfed_correction=False)
