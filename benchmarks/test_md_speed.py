@@ -1,5 +1,7 @@
 """MD throughput per OpenMM platform (pytest-benchmark; run with `cgbench bench`, see README).
 
+Two systems: an argon box and alanine dipeptide in each solvent (below).
+
 The system is built from OpenMM alone, so the number tracks OpenMM and the machine, not our
 code: 216 Lennard-Jones argon atoms in a periodic box at liquid density (120 K; cutoff 0.9 nm
 or just under half the box), Langevin middle integrator, 5 fs steps. Each round runs STEPS steps;
@@ -66,3 +68,45 @@ def test_md_ns_per_day(benchmark, platform):
     ns = steps * TIMESTEP_PS / 1000
     benchmark.extra_info.update(platform=platform, atoms=system.getNumParticles(), steps_per_round=steps,
                                 ns_per_day=ns / benchmark.stats.stats.median * 86400)
+
+
+# Alanine dipeptide (Ac-Ala-NHMe) in each solvent, Langevin 2 fs with bonds to H constrained, on
+# both CPU-side platforms: the numbers behind cgbench.systems.CPU_PLATFORM_OF_SOLVENT.
+PEPTIDE_STEPS = {  # (solvent, platform) -> steps per round (~0.1-0.5 s each here)
+    ("vacuum", "Reference"): 5000, ("vacuum", "CPU"): 500,
+    ("obc2", "Reference"): 2000, ("obc2", "CPU"): 500,
+    ("obc1", "Reference"): 200, ("obc1", "CPU"): 300,
+    ("explicit", "CPU"): 100,
+}
+
+
+@pytest.fixture(scope="module")
+def ala2():
+    from cgbench.peptides import Peptide, build_peptide
+
+    peptide = Peptide("ala2", "A")
+    return peptide, build_peptide(peptide)
+
+
+@pytest.mark.parametrize(("solvent", "platform"), list(PEPTIDE_STEPS))
+def test_peptide_md_ns_per_day(benchmark, ala2, solvent, platform):
+    """ala2 MD in vacuum / OBC1 / OBC2 / TIP3P per platform; ns/day in extra_info."""
+    from cgbench.systems import create_system, solvate
+
+    peptide, (topology, positions) = ala2
+    if solvent == "explicit":
+        topology, positions = solvate(topology, positions, peptide)
+    system = create_system(topology, solvent, peptide)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    integrator.setRandomNumberSeed(1)
+    context = openmm.Context(system, integrator, _platform(platform))
+    context.setPositions(positions * unit.nanometer)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    steps = PEPTIDE_STEPS[(solvent, platform)]
+    integrator.step(steps // 5)
+
+    benchmark.pedantic(integrator.step, args=(steps,), rounds=5, iterations=1)
+    benchmark.extra_info.update(platform=platform, solvent=solvent, atoms=system.getNumParticles(),
+                                steps_per_round=steps,
+                                ns_per_day=steps * 0.002 / 1000 / benchmark.stats.stats.median * 86400)

@@ -163,6 +163,25 @@ def test_batches_equal_single_configurations():
     np.testing.assert_allclose(f_vmap, f_batch, rtol=1e-12, atol=1e-9)
 
 
+def test_chunked_batch_equals_single_configurations(monkeypatch):
+    """A batch larger than one chunk (and not a multiple of it) is evaluated chunk by chunk, padded."""
+    import cgbench.energy
+
+    energy = PotentialEnergy.from_system(system_of("A", "obc2"))
+    x = jnp.asarray(perturbed("A", 11, seed=3))
+    monkeypatch.setattr(cgbench.energy, "CHUNK_BYTES", 4 * energy.n_atoms**2 * 8)  # chunks of 4
+    assert cgbench.energy._chunk_size(energy.n_atoms, energy.dtype) == 4
+    e_batch, f_batch = eqx.filter_jit(cgbench.energy.energy_and_forces.__wrapped__)(energy, x)
+    e_ref, f_ref = openmm_energies_and_forces(system_of("A", "obc2"), np.asarray(x))
+    assert e_batch.shape == (11,) and f_batch.shape == x.shape
+    np.testing.assert_allclose(np.asarray(e_batch), e_ref, rtol=1e-7)
+    assert np.abs(np.asarray(f_batch) - f_ref).max() <= FORCE_TOLERANCE
+    for k in (0, 5, 10):
+        e, f = energy_and_forces(energy, x[k])
+        np.testing.assert_allclose(e_batch[k], e, rtol=1e-13)
+        np.testing.assert_allclose(f_batch[k], f, rtol=1e-12, atol=1e-9)
+
+
 @pytest.mark.parametrize("solvent", ["obc1", "obc2"])
 def test_generalized_born_forces_finite_at_zero_distance(solvent):
     """Self pairs (always r = 0) and two atoms on top of each other give finite GB forces."""
