@@ -1,4 +1,5 @@
 # Helpers shared by every rule: the validated configuration, paths and resources.
+import json
 import sys
 
 from snakemake.utils import min_version
@@ -6,6 +7,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from cgbench.config import ConfigError, config_hash, resolve, write_resolved
+from cgbench.peptides import peptide_from_config
 from cgbench.report import synthetic_figure_kinds
 from cgbench.tempering import METHOD_OF_SCHEDULE
 
@@ -16,8 +18,9 @@ except ConfigError as error:
     sys.exit(f"cgbench: config.yaml is invalid; nothing was run.\n{error}")
 
 RESULTS = "results"
-# Jobs read the resolved configuration from this file; its name carries the config hash,
-# so a changed configuration changes the jobs' parameters and Snakemake reruns them.
+# Jobs read the resolved configuration from this file (its name carries the config hash). Rules
+# declare what they depend on as params — the synthetic stages the config hash, the peptide
+# stages the peptide's own settings — so Snakemake reruns a job whose configuration changed.
 RESOLVED_CONFIG = str(write_resolved(CONFIG, f"{RESULTS}/.config"))
 # The interpreter running Snakemake is the one with cgbench installed (no PATH lookup).
 CGBENCH = f"{sys.executable} -m cgbench --config {RESOLVED_CONFIG}"
@@ -59,8 +62,13 @@ def ecg_methods(target):
 
 def peptide_solvents(name):
     """Solvents a peptide is simulated in: vacuum, explicit water and its implicit baselines."""
-    implicit = PEPTIDES[name].get("implicit_solvents", CONFIG["peptide_defaults"]["implicit_solvents"])
-    return ["vacuum", *implicit, "explicit"]
+    return ["vacuum", *peptide_from_config(name, CONFIG).implicit_solvents, "explicit"]
+
+
+def peptide_settings(wildcards):
+    """The peptide's own settings (defaults overlaid), as params: changing them reruns its jobs
+    (and only its jobs, unlike the whole-config hash of the synthetic rules)."""
+    return json.dumps(peptide_from_config(wildcards.peptide, CONFIG).to_dict(), sort_keys=True)
 
 
 PEPTIDE_SYSTEMS = [PEPTIDE_SYSTEM.format(peptide=name, solvent=solvent)

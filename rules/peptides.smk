@@ -10,6 +10,8 @@ rule build_peptide:
         f"{RESULTS}/logs/build_peptide/{{peptide}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/build_peptide/{{peptide}}.tsv"
+    params:
+        settings=peptide_settings,
     threads: 1
     resources:
         **rule_resources("build_peptide"),
@@ -29,6 +31,8 @@ rule peptide_system:
         f"{RESULTS}/benchmarks/peptide_system/{{peptide}}/{{solvent}}.tsv"
     wildcard_constraints:
         solvent="vacuum|obc1|obc2",
+    params:
+        settings=peptide_settings,
     threads: 1
     resources:
         **rule_resources("build_peptide"),
@@ -49,6 +53,8 @@ rule explicit_system:
         f"{RESULTS}/logs/peptide_system/{{peptide}}_explicit.log",
     benchmark:
         f"{RESULTS}/benchmarks/explicit_system/{{peptide}}.tsv"
+    params:
+        settings=peptide_settings,
     threads: 1
     resources:
         **rule_resources("build_peptide"),

@@ -21,6 +21,7 @@ from cgbench.energy import PotentialEnergy, UnsupportedForceError, energy_and_fo
 from cgbench.parity import (
     ENERGY_TOLERANCE,
     FORCE_TOLERANCE,
+    TOLERANCES,
     compare,
     openmm_energies_and_forces,
     sample_configurations,
@@ -297,6 +298,21 @@ def test_parity_cli_prints_json_and_exits_zero(capsys):
     assert report["passed"] and report["samples"] == 5 and report["n_atoms"] == len(structure("GP")[1])
     assert report["max_rel_energy_error"] <= 1e-7 and report["max_abs_force_error"] <= 1e-3
     assert "CustomGBForce" in report["forces"]
+
+
+def test_parity_cli_float32_defaults_to_float32_tolerances(capsys):
+    assert main(["parity", "--sequence", "A", "--solvent", "obc2", "--samples", "3", "--dtype", "float32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "float32" and report["passed"]
+    assert (report["energy_tolerance"], report["force_tolerance"]) == TOLERANCES["float32"]
+    assert report["max_abs_force_error"] > TOLERANCES["float64"][1]  # float64's would fail it
+
+
+@pytest.mark.parametrize(("sequence", "message"), [("AXA", "unknown: X"), ("kgp", "unknown: g, k, p"),
+                                                   ("", "empty sequence")])
+def test_parity_cli_rejects_a_bad_sequence_by_name(sequence, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["parity", "--sequence", sequence, "--solvent", "obc2", "--samples", "3"])
 
 
 def test_parity_cli_exits_non_zero_above_tolerance(capsys):

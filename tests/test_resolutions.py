@@ -202,7 +202,6 @@ def test_dihedral_conventions(points, expected):
 
 # Atoms of ala2 whose force is in no bead (neither a bead nor a hydrogen bonded to a bead).
 DROPPED_ALA2 = {
-    "all_atom": [],
     "heavy_atom": [],
     "core_beta": [("ACE", "CH3"), ("ACE", "H1"), ("ACE", "H2"), ("ACE", "H3"), ("ACE", "O"),
                   ("ALA", "O"), ("NME", "C"), ("NME", "H1"), ("NME", "H2"), ("NME", "H3")],
@@ -211,7 +210,17 @@ DROPPED_ALA2 = {
 }
 
 
-@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_all_atom_forces_under_constrained_hydrogens_are_refused(structures):
+    """Both ends of every X–H constraint are beads: summing cannot remove the constraint force."""
+    _, topology, positions = structures["A"]
+    mapping = cg_mapping(topology, "all_atom")
+    forces = np.ones((len(positions), 3))
+    with pytest.raises(ValueError, match="all_atom resolution keeps hydrogens"):
+        map_forces(forces, mapping, "h_bonds")
+    np.testing.assert_array_equal(map_forces(forces, mapping, "none"), forces)
+
+
+@pytest.mark.parametrize("resolution", [r for r in RESOLUTIONS if r != "all_atom"])
 def test_summed_forces_conserve_the_total_force_of_kept_groups(structures, resolution):
     _, topology, positions = structures["A"]
     mapping = cg_mapping(topology, resolution)

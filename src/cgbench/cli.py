@@ -155,11 +155,15 @@ def cmd_parity(args, config):
     import json
 
     from cgbench.parity import parity_report
-    from cgbench.peptides import Peptide
+    from cgbench.peptides import Peptide, unknown_residue_letters
 
+    if not args.sequence or unknown_residue_letters(args.sequence):
+        raise SystemExit(f"cgbench parity: --sequence {args.sequence!r}: expected one-letter codes of the 20 "
+                         f"standard residues (upper case), e.g. KGP; unknown: "
+                         f"{', '.join(unknown_residue_letters(args.sequence)) or 'empty sequence'}")
     # The config's peptide defaults (force field, temperature, pH, constraints), any sequence.
-    defaults = dict(config.get("peptide_defaults", {}))
-    defaults["implicit_solvents"] = tuple(defaults.get("implicit_solvents", ("obc1", "obc2")))
+    defaults = dict(config["peptide_defaults"])
+    defaults["implicit_solvents"] = tuple(defaults["implicit_solvents"])
     peptide = Peptide(name=f"parity-{args.sequence}", sequence=args.sequence, **defaults)
     report = parity_report(peptide, args.solvent, args.samples, seed=args.seed,
                            energy_tolerance=args.energy_tolerance, force_tolerance=args.force_tolerance,
@@ -167,8 +171,8 @@ def cmd_parity(args, config):
     print(json.dumps(report, indent=2))
     if not report["passed"]:
         log.error("parity failed: relative energy error %.3g (tolerance %.3g), force error %.3g kJ/mol/nm "
-                  "(tolerance %.3g)", report["max_rel_energy_error"], args.energy_tolerance,
-                  report["max_abs_force_error"], args.force_tolerance)
+                  "(tolerance %.3g)", report["max_rel_energy_error"], report["energy_tolerance"],
+                  report["max_abs_force_error"], report["force_tolerance"])
         return 1
     return 0
 
@@ -243,15 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parity", help="check the JAX energy of a peptide against OpenMM (JSON; exit 1 above tolerance)",
                        description="Build ACE-SEQUENCE-NME, draw configurations (minimised, Gaussian-perturbed, "
                        "Langevin MD frames) and compare JAX energies/forces with OpenMM's Reference platform. "
-                       "Needs no config file (config.yaml's peptide_defaults are used).")
+                       "The peptide needs no entry under peptides: in the config; its peptide_defaults "
+                       "(force field, temperature, pH, constraints) are used.")
     p.add_argument("--sequence", required=True, help="one-letter codes between the caps, e.g. KGP")
     p.add_argument("--solvent", required=True, choices=["vacuum", "obc1", "obc2"])
     p.add_argument("--samples", type=int, default=100, help="configurations (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default %(default)s)")
-    p.add_argument("--energy-tolerance", type=float, default=parity.ENERGY_TOLERANCE,
-                   help="largest relative energy error (default %(default)g)")
-    p.add_argument("--force-tolerance", type=float, default=parity.FORCE_TOLERANCE,
-                   help="largest force error, kJ/mol/nm (default %(default)g)")
+    (e64, f64), (e32, f32) = parity.TOLERANCES["float64"], parity.TOLERANCES["float32"]
+    p.add_argument("--energy-tolerance", type=float,
+                   help=f"largest relative energy error (default {e64:g} in float64, {e32:g} in float32)")
+    p.add_argument("--force-tolerance", type=float,
+                   help=f"largest force error, kJ/mol/nm (default {f64:g} in float64, {f32:g} in float32)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="JAX precision (default %(default)s; float64 runs under jax.enable_x64)")
     p.set_defaults(func=cmd_parity)

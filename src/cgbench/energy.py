@@ -41,14 +41,15 @@ or locally with ``with jax.enable_x64(True): ...`` around building *and* calling
 ``cgbench parity`` and the tests do, so nothing else in the process changes). Asking for float64
 without it raises instead of silently computing in float32. ``dtype=jnp.float32`` works either way.
 
-Speed (``benchmarks/test_energy_speed.py``, ala2 in OBC2, batch 1024, 2 shared CPU cores, one
-run, means): JAX float64 ≈ 21 ms per 1024 configurations (≈ 48k/s; median 18 ms), float32
-≈ 12.5 ms (≈ 80k/s), OpenMM Reference one configuration at a time ≈ 63 ms (≈ 16k/s): 3× and 5×
-OpenMM (the issue's 10× is not reached on this CPU). What it took, all measured on XLA's CPU
-backend: the batch-last layout, the pair layout ``(i, j, *batch)``, analytic gradients of the two
-pair terms (GB and Coulomb/LJ, see ``OBCGeneralizedBorn``) and evaluating a large batch in chunks
-whose pair arrays stay in cache (:data:`CHUNK_BYTES`); float64 went from ~330 ms to ~75 ms to
-~20 ms.
+Speed (``benchmarks/test_energy_speed.py``, ala2 in OBC2, batch 1024, 2 idle CPU cores,
+medians): JAX float64 11.5 ms per 1024 configurations (≈ 89k/s), float32 5.9 ms (≈ 174k/s),
+OpenMM Reference one configuration at a time 61.1 ms (≈ 17k/s): 5.3× and 10.4× OpenMM. With
+other jobs on the machine the JAX numbers nearly double while OpenMM's barely move. What it
+took, all measured on XLA's CPU backend: the batch-last layout, the pair layout
+``(i, j, *batch)``, analytic gradients of the two pair terms (GB and Coulomb/LJ, see
+``OBCGeneralizedBorn``), evaluating both in one pass (:func:`_pair_energy_and_gradient`) and a
+large batch in chunks whose pair arrays stay in cache (:data:`CHUNK_BYTES`); float64 went from
+~330 ms to ~75 ms to ~11.5 ms.
 
 Units: positions nm, energies kJ/mol, forces kJ/mol/nm, charges e, angles rad.
 """
@@ -63,12 +64,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-#: 1/(4πε₀) in kJ nm/(mol e²), the value OpenMM ≥ 8 uses in NonbondedForce and GBSAOBCForce.
-ONE_4PI_EPS0 = 138.93545764438198
+from cgbench.systems import OBC_DIELECTRIC_OFFSET, ONE_4PI_EPS0
+
 #: Probe radius of the ACE surface-area term in GBSAOBCForce, nm.
 OBC_PROBE_RADIUS = 0.14
-#: Dielectric offset of GBSAOBCForce, nm (radius = offset radius + this).
-OBC_DIELECTRIC_OFFSET = 0.009
 
 
 class UnsupportedForceError(ValueError):
@@ -93,6 +92,9 @@ def _per_item(p: Array, positions: Array) -> Array:
 
 def _pair_axes(positions: Array) -> tuple:
     """Broadcasters of per-atom parameters ``(n,)`` to the pair layout ``(i, j, *batch)``.
+
+    ``positions`` is anything with the batch axes after two leading ones: positions
+    ``(n, 3, *batch)`` or a pair array ``(n, n, *batch)``.
 
     Returns ``(column, row, per_atom)``: shapes ``(n, 1, 1…)`` (index i), ``(1, n, 1…)`` (index j)
     and ``(n, 1…)`` (one value per atom, next to the batch axes).
@@ -222,22 +224,25 @@ class Nonbonded(eqx.Module):
 
     def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
         """Energy, kJ/mol, shape ``batch``; its derivative is the analytic one."""
-        return _analytic_energy(positions, self)
+        return _pair_energy(positions, (self,))
 
     def energy_and_gradient(self, positions: Float[Array, "n_atoms 3 *batch"]
                             ) -> tuple[Float[Array, "*batch"], Float[Array, "n_atoms 3 *batch"]]:
         """Energy and ∂E/∂x_k = Σ_j 2 (∂p_kj/∂r²) (x_k - x_j) with p_kj the pair energy."""
-        difference = _differences(positions)
-        r2 = sum(d * d for d in difference)
-        trailing = (1,) * (positions.ndim - 2)
+        return _pair_energy_and_gradient(positions, (self,))
+
+    def energy_and_pair_weight(self, r2: Float[Array, "n n *batch"]
+                               ) -> tuple[Float[Array, "*batch"], Float[Array, "n n *batch"]]:
+        """Energy and the pair weights W_kj = 2 ∂p_kj/∂r² (gradient Σ_j W_kj (x_k - x_j)), from r²."""
+        trailing = (1,) * (r2.ndim - 2)
         diagonal = jnp.eye(r2.shape[0], dtype=r2.dtype).reshape(r2.shape[:2] + trailing)
-        inverse_r2 = 1 / (r2 + diagonal)  # the diagonal's r² is exactly 0: 1/1 there, zero parameters
-        coulomb = self.charge_product.reshape(self.charge_product.shape + trailing) * jnp.sqrt(inverse_r2)
+        inverse_r = jax.lax.rsqrt(r2 + diagonal)  # the diagonal's r² is exactly 0: 1 there, zero parameters
+        inverse_r2 = inverse_r * inverse_r
+        coulomb = self.charge_product.reshape(self.charge_product.shape + trailing) * inverse_r
         epsilon = self.epsilon.reshape(self.epsilon.shape + trailing)
         s6 = (self.sigma_squared.reshape(self.sigma_squared.shape + trailing) * inverse_r2) ** 3
         energy = 0.5 * jnp.sum(coulomb + epsilon * (s6 * s6 - s6), axis=(0, 1))
-        weight = -inverse_r2 * (coulomb + epsilon * (12 * s6 * s6 - 6 * s6))  # 2 ∂p/∂r²
-        return energy, jnp.stack([jnp.sum(weight * d, axis=1) for d in difference], axis=1)
+        return energy, -inverse_r2 * (coulomb + epsilon * (12 * s6 * s6 - 6 * s6))
 
     def autodiff_energy(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
         """The same energy as plain JAX code, differentiated by autodiff (reference of the tests)."""
@@ -319,7 +324,7 @@ class OBCGeneralizedBorn(eqx.Module):
 
     def __call__(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
         """Energy, kJ/mol, shape ``batch``; its derivative is the analytic one (see below)."""
-        return _analytic_energy(positions, self)
+        return _pair_energy(positions, (self,))
 
     def energy_and_gradient(self, positions: Float[Array, "n_atoms 3 *batch"]
                             ) -> tuple[Float[Array, "*batch"], Float[Array, "n_atoms 3 *batch"]]:
@@ -344,9 +349,12 @@ class OBCGeneralizedBorn(eqx.Module):
         CPU than ``(*batch, i, j)``, 2× in float32). Divisions are shared where the algebra allows
         (1/U and 1/L from one reciprocal, 1/f from one rsqrt, 1/(B_iB_j) from 1/B).
         """
-        column, row, per_atom = _pair_axes(positions)
-        difference = _differences(positions)  # x_i - x_j
-        r2 = sum(d * d for d in difference)
+        return _pair_energy_and_gradient(positions, (self,))
+
+    def energy_and_pair_weight(self, r2: Float[Array, "n n *batch"]
+                               ) -> tuple[Float[Array, "*batch"], Float[Array, "n n *batch"]]:
+        """Energy and the pair weights W_kj of the gradient Σ_j W_kj (x_k - x_j), from r² (see above)."""
+        column, row, per_atom = _pair_axes(r2)
         apart = r2 > 0
         r2_safe = jnp.where(apart, r2, 1.0)
         inverse_r = jax.lax.rsqrt(r2_safe)
@@ -390,8 +398,7 @@ class OBCGeneralizedBorn(eqx.Module):
         chain = (d_born_total * d_born)[:, None] * d_integral  # c_i ∂I_i/∂r_ij
         weight = jnp.where(apart, (chain + jnp.swapaxes(chain, 0, 1)) * inverse_r
                            + 2 * half_pair_f2 * (1 - 0.25 * decay), 0.0)
-        gradient = jnp.stack([jnp.sum(weight * d, axis=1) for d in difference], axis=1)  # (n, 3, *batch)
-        return energy, gradient
+        return energy, weight
 
     def autodiff_energy(self, positions: Float[Array, "n_atoms 3 *batch"]) -> Float[Array, "*batch"]:
         """The same energy as plain JAX code, differentiated by autodiff (reference of the tests)."""
@@ -407,20 +414,37 @@ class OBCGeneralizedBorn(eqx.Module):
         return polar + nonpolar
 
 
+def _pair_energy_and_gradient(positions: Float[Array, "n_atoms 3 *batch"], terms: tuple
+                              ) -> tuple[Float[Array, "*batch"], Float[Array, "n_atoms 3 *batch"]]:
+    """Summed energy and gradient of pair terms (modules with ``energy_and_pair_weight``).
+
+    The differences x_i - x_j and r² are computed once for all of them, their pair weights W_ij
+    added, and the gradient ``Σ_j W_ij (x_i - x_j)`` reduced once: for a system with both
+    ``Nonbonded`` and ``OBCGeneralizedBorn`` this is faster than two separate passes (measured,
+    ala2 OBC2, batch 1024, medians of 40 interleaved calls: float64 12.7 → 11.6 ms, float32
+    6.8 → 6.6 ms).
+    """
+    difference = _differences(positions)  # x_i - x_j
+    r2 = sum(d * d for d in difference)
+    energies, weights = zip(*(term.energy_and_pair_weight(r2) for term in terms))
+    weight = sum(weights)
+    return sum(energies), jnp.stack([jnp.sum(weight * d, axis=1) for d in difference], axis=1)
+
+
 @eqx.filter_custom_jvp
-def _analytic_energy(positions, module):
-    """``module.energy_and_gradient(positions)[0]`` whose derivative is the module's own gradient."""
-    return module.energy_and_gradient(positions)[0]
+def _pair_energy(positions, terms):
+    """Summed energy of pair terms whose derivative is their analytic gradient (not autodiff)."""
+    return _pair_energy_and_gradient(positions, terms)[0]
 
 
-@_analytic_energy.def_jvp
-def _analytic_energy_jvp(primals, tangents):
-    positions, module = primals
-    positions_tangent, module_tangent = tangents
-    if jax.tree.leaves(module_tangent):
-        raise NotImplementedError(f"derivatives of the {type(module).__name__} energy with respect to its "
-                                  "parameters")
-    energy, gradient = module.energy_and_gradient(positions)
+@_pair_energy.def_jvp
+def _pair_energy_jvp(primals, tangents):
+    positions, terms = primals
+    positions_tangent, terms_tangent = tangents
+    if jax.tree.leaves(terms_tangent):
+        raise NotImplementedError(f"derivatives of the {', '.join(type(t).__name__ for t in terms)} energy "
+                                  "with respect to its parameters")
+    energy, gradient = _pair_energy_and_gradient(positions, terms)
     if positions_tangent is None:
         return energy, jnp.zeros_like(energy)
     return energy, jnp.sum(gradient * positions_tangent, axis=(0, 1))
@@ -456,7 +480,11 @@ class PotentialEnergy(eqx.Module):
         transposes to it.
         """
         positions = jnp.asarray(positions, self.dtype)
-        return sum((term(positions) for term in self.terms), jnp.zeros(positions.shape[2:], self.dtype))
+        is_pair = [isinstance(term, (Nonbonded, OBCGeneralizedBorn)) for term in self.terms]
+        pair_terms = tuple(term for term, pair in zip(self.terms, is_pair) if pair)
+        energy = sum((term(positions) for term, pair in zip(self.terms, is_pair) if not pair),
+                     jnp.zeros(positions.shape[2:], self.dtype))
+        return energy + _pair_energy(positions, pair_terms) if pair_terms else energy
 
     @classmethod
     def from_system(cls, system, *, dtype=jnp.float64) -> PotentialEnergy:
@@ -531,9 +559,10 @@ def energy_and_forces(energy: PotentialEnergy, positions: Float[Array, "*batch n
 
 
 #: Working-set target of one chunk of :func:`energy_and_forces`: bytes of one ``(n, n, chunk)`` pair
-#: array. Measured (ala2, 1024 configurations, 2 cores) from 128 KiB to unchunked: 512 KiB was
-#: fastest in float64 (chunks of 128: 12 ms against 40-50 ms unchunked) and float32 (256: 6 ms
-#: against 17-20 ms); an unrolled Python loop over chunks was slower than ``lax.map``.
+#: array. Measured (ala2, 1024 configurations, 2 cores) from 64 KiB to unchunked: 512 KiB was
+#: fastest in float64 (chunks of 128: 11.4 ms; 256 KiB 12.9, 1 MiB 12.5, unchunked 40-50 ms) and
+#: float32 (256: 5.8 ms; 256 KiB 6.5, 1 MiB 7.3, unchunked 17-20 ms); an unrolled Python loop
+#: over chunks was slower than ``lax.map``.
 CHUNK_BYTES = 2**19
 
 

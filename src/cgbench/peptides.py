@@ -11,8 +11,8 @@ topology and positions (nm). The route, and why:
    single residue (pdbfixer's cap route divides by zero there).
 3. OpenMM's ``Modeller.addHydrogens`` adds hydrogens for the force field at the requested pH
    (it also picks histidine tautomers); it draws from Python's ``random``, which is seeded here.
-4. Energy minimisation on the Reference platform in the peptide's implicit solvent (OBC2), so the
-   structure is deterministic: the same sequence and settings give the same file, byte for byte.
+4. Energy minimisation on the Reference platform in OBC2 implicit solvent (whatever the
+   peptide's baselines), so the structure is deterministic: the same sequence and settings give the same file, byte for byte.
 
 Units: nm, kJ/mol.
 """
@@ -133,7 +133,8 @@ def build_peptide(peptide: Peptide, *, minimisation_tolerance: float = 1.0):
 
     Args:
         peptide: What to build.
-        minimisation_tolerance: Stop minimising when the largest force is below this, kJ/mol/nm.
+        minimisation_tolerance: Stop minimising when the root-mean-square force component is
+            below this, kJ/mol/nm (OpenMM's ``LocalEnergyMinimizer`` criterion).
 
     Returns:
         ``(topology, positions)``: an ``openmm.app.Topology`` and an array of shape

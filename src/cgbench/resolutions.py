@@ -11,7 +11,7 @@ residues between an ACE and an NME cap (:func:`cg_mapping`):
   keep these 2 cap atoms too, so ala3 has 14 beads and ala6 26 — 2 more than CG-BG's 12 and 24.
 - ``backbone``: the slow coordinates z of ECG, the heavy-atom backbone chain from CH3 of ACE to
   the methyl carbon of NME (CH3, C, N, CA, C, N, CA, C, …, N, C); ala2: 7 beads.
-  :func:`slow_fast_split` pairs it with the fast coordinates X, every other bead of a chosen
+  :func:`slow_fast_split` pairs it with the fast coordinates X, the remaining beads of a chosen
   representation (``heavy_atom`` by default; ala2: O of ACE, O and CB of ALA).
 
 Forces (:func:`map_forces`): with unconstrained bonds the mapped force of a bead is the force on
@@ -40,7 +40,6 @@ import numpy as np
 RESOLUTIONS = ("all_atom", "heavy_atom", "core_beta", "backbone")
 #: Representations whose beads can be split into backbone z and the rest X.
 SPLITTABLE = ("all_atom", "heavy_atom")
-CAPS = ("ACE", "NME")
 #: Coordinates fixed to zero in the canonical frame: (frame atom, axis) with axis 0, 1, 2 = x, y, z.
 FIXED_COORDINATES = (("N", 0), ("N", 1), ("N", 2), ("CA", 0), ("CA", 1), ("C", 1))
 
@@ -261,11 +260,20 @@ def map_forces(forces, mapping: CGMapping, constraints: str = "none"):
         constraints: ``none``: the force on each bead's atom; ``h_bonds`` (bonds to hydrogen
             constrained): the summed force of each bead's atom and its bonded hydrogens (its
             ``force_group``). Hydrogens of atoms that are not beads are dropped.
+
+    Raises:
+        ValueError: ``h_bonds`` with a hydrogen bead bonded to another bead (``all_atom``): both
+            ends of a constraint are then beads, its force does not cancel in any bead's sum, and
+            no slice or sum gives the mapped force.
     """
     if constraints == "none":
         return map_positions(forces, mapping)
     if constraints != "h_bonds":
         raise ValueError(f"constraints {constraints!r}: expected 'none' or 'h_bonds'")
+    if any(_is_hydrogen(a) or _is_hydrogen(b) for a, b in mapping.topology.bonds):
+        raise ValueError(f"the {mapping.resolution} resolution keeps hydrogens bonded to other beads: with "
+                         "constrained bonds to hydrogen its forces cannot be mapped by summing; use "
+                         "unconstrained forces (constraints='none') or a resolution without hydrogens")
     xp = _namespace(forces)
     matrix = xp.asarray(force_group_matrix(mapping, forces.shape[-2]), dtype=forces.dtype)
     return xp.einsum("ba,...ad->...bd", matrix, forces)

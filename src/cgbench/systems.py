@@ -3,9 +3,9 @@
 Implicit solvent follows amber14's ``implicit/obc1.xml`` / ``implicit/obc2.xml`` parameters
 (mbondi2 radii, solvent dielectric 78.5, solute dielectric 1, ACE surface-area term). For OBC2 the
 ``CustomGBForce`` those files create is replaced by OpenMM's native ``GBSAOBCForce`` with the same
-per-atom parameters: energies agree to ~1e-5 kJ/mol and the native force runs ~30× faster on the
-Reference platform (tested in ``tests/test_systems.py``). OpenMM has no native OBC1, so OBC1 keeps
-the ``CustomGBForce``.
+per-atom parameters (:func:`native_obc2`): it runs ~30× faster on the Reference platform and
+gives the same energies and forces to rounding (tested in ``tests/test_peptides.py``). OpenMM
+has no native OBC1, so OBC1 keeps the ``CustomGBForce``.
 
 Explicit solvent: the solute in a box of water with ``box_padding`` nm of padding, neutralised,
 PME with a 1.0 nm cutoff, rigid water.
@@ -15,6 +15,7 @@ Units: nm, kJ/mol, K.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ SOLVENTS = ("vacuum", "obc1", "obc2", "explicit")
 IMPLICIT_FILES = {"obc1": "implicit/obc1.xml", "obc2": "implicit/obc2.xml"}
 #: Offset subtracted from the Born radii in OBC (nm); fixed inside OpenMM's GBSAOBCForce.
 OBC_DIELECTRIC_OFFSET = 0.009
+#: 1/(4πε₀) in kJ nm/(mol e²), the value OpenMM ≥ 8 uses in NonbondedForce and GBSAOBCForce.
+ONE_4PI_EPS0 = 138.93545764438198
 #: Surface-area energy of the ACE term, kJ/mol/nm² (``28.3919551 = 4π × 2.25936``).
 ACE_SURFACE_AREA_ENERGY = 28.3919551 / (4 * np.pi)
 EXPLICIT_CUTOFF_NM = 1.0
@@ -50,10 +53,22 @@ def native_obc2(system, custom_force) -> None:
 
     The custom force's per-particle parameters are ``(charge, offset radius, scaled offset radius)``;
     the native force takes ``(charge, radius, scale factor)`` with ``radius = or + 0.009 nm``.
+    amber's expressions write the Coulomb constant as 138.935485, OpenMM's native force uses
+    :data:`ONE_4PI_EPS0` (2e-7 smaller); the charges of the native force (used by nothing but
+    the GB energy) are scaled by the square root of the ratio so that the energies are equal,
+    not 2e-7 apart. A salt term (``kappa`` ≠ 0) or another offset is refused.
     """
     import openmm
 
     energy_terms = [custom_force.getEnergyTermParameters(i)[0] for i in range(custom_force.getNumEnergyTerms())]
+    if _global(custom_force, energy_terms, "kappa") != 0:
+        raise ValueError("OBC2 with salt (kappa != 0) has no native GBSAOBCForce equivalent")
+    if abs(_global(custom_force, energy_terms, "offset") - OBC_DIELECTRIC_OFFSET) > 1e-12:
+        raise ValueError(f"OBC2 offset differs from the native force's {OBC_DIELECTRIC_OFFSET} nm")
+    coulomb = re.search(r"-0\.5\*([0-9.]+)\*\(1/soluteDielectric", "".join(energy_terms[0].split()))
+    if coulomb is None:
+        raise ValueError(f"Coulomb constant not found in {energy_terms[0]!r}")
+    charge_scale = np.sqrt(float(coulomb.group(1)) / ONE_4PI_EPS0)
     native = openmm.GBSAOBCForce()
     native.setNonbondedMethod(openmm.GBSAOBCForce.NoCutoff)
     native.setSolventDielectric(_global(custom_force, energy_terms, "solventDielectric"))
@@ -62,7 +77,7 @@ def native_obc2(system, custom_force) -> None:
     native.setSurfaceAreaEnergy(ACE_SURFACE_AREA_ENERGY if has_surface_term else 0.0)
     for i in range(custom_force.getNumParticles()):
         charge, offset_radius, scaled_offset_radius = custom_force.getParticleParameters(i)
-        native.addParticle(charge, offset_radius + OBC_DIELECTRIC_OFFSET,
+        native.addParticle(charge * charge_scale, offset_radius + OBC_DIELECTRIC_OFFSET,
                            scaled_offset_radius / offset_radius)
     native.setForceGroup(custom_force.getForceGroup())
     # getForce returns new Python proxies, so find the custom force by type.
