@@ -17,6 +17,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/peptides.smk"
+include: "rules/md.smk"
 include: "rules/nuts.smk"
 include: "rules/ecg.smk"
 include: "rules/evaluate.smk"
@@ -32,3 +33,5 @@ rule all:
         [png for target in TARGETS for png in synthetic_figures(target).values()],
         TIMING_TABLES,
         PEPTIDE_SYSTEMS,
+        MD_OUTPUTS,
+        SIMULATION_TABLES if SIMULATION_INPUTS else [],

@@ -7,6 +7,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 from cgbench.config import ConfigError, config_hash, resolve, write_resolved
+from cgbench.datasets import DATASET_RESOLUTIONS
+from cgbench.md import RUNS as MD_RUNS, run_environment
+from cgbench.systems import platform_name
 from cgbench.peptides import peptide_from_config
 from cgbench.report import synthetic_figure_kinds
 from cgbench.tempering import METHOD_OF_SCHEDULE
@@ -37,6 +40,14 @@ PEPTIDES = CONFIG["peptides"]
 PEPTIDE_STRUCTURE = f"{RESULTS}/peptides/{{peptide}}/structure.pdb"
 PEPTIDE_SYSTEM = f"{RESULTS}/peptides/{{peptide}}/system_{{solvent}}.xml"
 PEPTIDE_SOLVATED = f"{RESULTS}/peptides/{{peptide}}/solvated.pdb"
+MD_REPLICA = f"{RESULTS}/peptides/{{peptide}}/md/{{run}}/replica{{replica}}"
+CG_DATASET = f"{RESULTS}/peptides/{{peptide}}/datasets/{{resolution}}/{{run}}.npz"
+SIMULATION_ROWS = f"{RESULTS}/peptides/{{peptide}}/md/{{run}}/simulations.csv"
+DIHEDRAL_FIGURE = f"{RESULTS}/figures/{{peptide}}_{{run}}_dihedrals.png"
+PEPTIDE_NUTS = f"{RESULTS}/peptides/{{peptide}}/nuts/samples.npz"
+NUTS_ROWS = f"{RESULTS}/peptides/{{peptide}}/nuts/simulations.csv"
+NUTS_FIGURE = f"{RESULTS}/figures/{{peptide}}_nuts_dihedrals.png"
+SIMULATION_TABLES = [f"{RESULTS}/tables/simulations.csv", f"{RESULTS}/tables/simulations.md"]
 SYNTHETIC_TABLES = [f"{RESULTS}/tables/{name}" for name in
                     ("synthetic.csv", "synthetic.md", "tempering.csv", "tempering.md")]
 TIMING_TABLES = [f"{RESULTS}/tables/timing.csv", f"{RESULTS}/tables/timing.md"]
@@ -50,6 +61,9 @@ wildcard_constraints:
     peptide="|".join(PEPTIDES) or "(?!)",  # (?!) matches nothing: no peptides configured
     solvent="vacuum|obc1|obc2|explicit",
     method="|".join(SCHEDULE_OF_METHOD),
+    run="|".join(MD_RUNS),
+    replica=r"\d+",
+    resolution="|".join(DATASET_RESOLUTIONS),
 
 
 def ecg_methods(target):
@@ -69,6 +83,31 @@ def peptide_settings(wildcards):
     """The peptide's own settings (defaults overlaid), as params: changing them reruns its jobs
     (and only its jobs, unlike the whole-config hash of the synthetic rules)."""
     return json.dumps(peptide_from_config(wildcards.peptide, CONFIG).to_dict(), sort_keys=True)
+
+
+def md_runs(name):
+    """MD runs of a peptide: every run of `md.runs` with steps and replicas, in an environment the
+    peptide is simulated in (explicit water, its implicit_solvents), unless its md_steps_scale is 0."""
+    peptide = peptide_from_config(name, CONFIG)
+    environments = {"explicit", *peptide.implicit_solvents}
+    runs = CONFIG["md"]["runs"]
+    return [run for run in MD_RUNS if peptide.md_steps_scale > 0 and run_environment(run) in environments
+            and runs[run]["steps"] > 0 and runs[run]["replicas"] > 0]
+
+
+def md_replica_dirs(peptide, run):
+    return [MD_REPLICA.format(peptide=peptide, run=run, replica=r)
+            for r in range(CONFIG["md"]["runs"][run]["replicas"])]
+
+
+def md_run_settings(wildcards):
+    """What an MD job depends on, as params: the peptide's settings and the md block."""
+    return json.dumps({"peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(), "md": CONFIG["md"],
+                       "device": CONFIG["device"], "seed": CONFIG["seed"]}, sort_keys=True)
+
+
+def peptide_nuts_enabled(name):
+    return CONFIG["peptide_nuts"]["chains"] > 0 and peptide_from_config(name, CONFIG).md_steps_scale > 0
 
 
 PEPTIDE_SYSTEMS = [PEPTIDE_SYSTEM.format(peptide=name, solvent=solvent)
@@ -94,3 +133,11 @@ def rule_resources(name):
     """Cluster resources of a rule from `resources:` in the config (runtime in minutes)."""
     spec = CONFIG["resources"][name]
     return {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"]}
+
+
+MD_OUTPUTS = [out for p in PEPTIDES for run in md_runs(p) for out in
+              [CG_DATASET.format(peptide=p, resolution=res, run=run) for res in DATASET_RESOLUTIONS]
+              + [DIHEDRAL_FIGURE.format(peptide=p, run=run)]]
+MD_OUTPUTS += [NUTS_FIGURE.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)]
+SIMULATION_INPUTS = ([SIMULATION_ROWS.format(peptide=p, run=run) for p in PEPTIDES for run in md_runs(p)]
+                     + [NUTS_ROWS.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)])

@@ -8,6 +8,10 @@
     cgbench figures    --target double_well --models ecg=DIR ... --nuts FILE --out-dir results/figures
     cgbench build-peptide  --peptide ala2 --out results/peptides/ala2/structure.pdb
     cgbench peptide-system --peptide ala2 --solvent obc2 --structure FILE.pdb --out FILE.xml
+    cgbench md         --peptide ala2 --run obc2_metad --replica 0 --structure FILE.pdb --system FILE.xml --out DIR
+    cgbench cg-dataset --peptide ala2 --run obc2_metad --resolution core_beta --replicas DIR ... --out FILE.npz
+    cgbench simulations --peptide ala2 --run obc2_metad --dataset FILE.npz --replicas DIR ... --out FILE.csv --figure FILE.png
+    cgbench peptide-nuts --peptide ala2 --structure FILE.pdb --system FILE.xml --out FILE.npz
     cgbench parity     --sequence KGP --solvent obc2 --samples 100   (JAX energy vs OpenMM; JSON)
     cgbench timing     --root results/benchmarks --inputs A.tsv ... --out results/tables/timing.csv
     cgbench bench      [--fail-above 25] [--tag TAG] [--no-save] [-- PYTEST-ARGS]
@@ -24,6 +28,7 @@ import sys
 from pathlib import Path
 
 from cgbench.config import DEFAULT_CONFIG, ConfigError, config_hash, load_config
+from cgbench.md import RUNS as MD_RUNS
 
 log = logging.getLogger("cgbench")
 
@@ -150,6 +155,97 @@ def cmd_peptide_system(args, config):
     log.info("wrote %s (%d atoms)", path, system.getNumParticles())
 
 
+def _run_seed(config: dict, *parts) -> int:
+    """A positive 31-bit seed derived from the master seed and names/numbers (OpenMM treats 0 as
+    'pick one at random', so 0 is never returned)."""
+    import zlib
+
+    import numpy as np
+
+    words = [config["seed"], *(zlib.crc32(str(p).encode()) for p in parts)]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31 - 1)) + 1
+
+
+def cmd_md(args, config):
+    from cgbench.md import (md_settings_from_config, metadynamics_from_config, run_environment, run_is_biased,
+                            run_md, settings_record)
+    from cgbench.peptides import load_structure, peptide_from_config
+    from cgbench.provenance import write_sidecar
+    from cgbench.systems import load_system, platform_name
+
+    import openmm
+
+    peptide = peptide_from_config(args.peptide, config)
+    topology, positions = load_structure(args.structure)
+    n_solute = load_structure(args.solute)[0].getNumAtoms() if args.solute else topology.getNumAtoms()
+    system = load_system(args.system)
+    settings = md_settings_from_config(config, args.run, peptide)
+    metadynamics = metadynamics_from_config(config, topology) if run_is_biased(args.run) else None
+    platform = platform_name(run_environment(args.run), config["device"])
+    seed = _run_seed(config, args.peptide, args.run, args.replica)
+    log.info("%s %s replica %d: %d steps of %g fs on %s (%d threads), seed %d", peptide.name, args.run,
+             args.replica, settings.steps, settings.timestep, platform, args.threads, seed)
+    summary = run_md(system, topology, positions, n_solute, settings, args.out, seed=seed, platform=platform,
+                     threads=args.threads, metadynamics=metadynamics, progress=not args.no_progress)
+    write_sidecar(Path(args.out) / "frames.npz", config, seed=seed, peptide=peptide.to_dict(), run=args.run,
+                  replica=args.replica, openmm=openmm.__version__, platform_openmm=platform,
+                  integrator="LangevinMiddleIntegrator", **settings_record(settings, metadynamics), **summary)
+
+
+def cmd_cg_dataset(args, config):
+    from cgbench.datasets import build_dataset, write_dataset
+    from cgbench.provenance import write_sidecar
+    from cgbench.peptides import peptide_from_config
+
+    peptide = peptide_from_config(args.peptide, config)
+    if len(args.out) != len(args.resolutions):
+        raise SystemExit("cgbench cg-dataset: give one --out file per --resolutions entry")
+    for resolution, out in zip(args.resolutions, args.out):
+        data = build_dataset(args.replicas, resolution, temperature=peptide.temperature,
+                             constraints=peptide.constraints, discard=config["md"]["reweighting_discard"],
+                             run=args.run, peptide=peptide.name)
+        path = write_dataset(data, out)
+        write_sidecar(path, config, seed=config["seed"], peptide=peptide.to_dict(), run=args.run,
+                      resolution=resolution, frames=len(data["positions"]), beads=data["positions"].shape[1],
+                      replicas=[str(r) for r in args.replicas])
+        log.info("wrote %s: %d frames x %d beads", path, *data["positions"].shape[:2])
+
+
+def cmd_simulations(args, config):
+    from cgbench.simulations import run_diagnostics
+
+    run_diagnostics(args.peptide, args.run, Path(args.dataset), [Path(r) for r in args.replicas],
+                    Path(args.out), Path(args.figure), config)
+
+
+def cmd_simulations_table(args, config):
+    from cgbench.simulations import write_simulations_table
+
+    for p in write_simulations_table([Path(i) for i in args.inputs], Path(args.out), config):
+        log.info("wrote %s", p)
+
+
+def cmd_peptide_nuts(args, config):
+    import jax.random as jr
+
+    from cgbench.peptide_nuts import run_peptide_nuts, write_peptide_nuts
+    from cgbench.peptides import load_structure, peptide_from_config
+    from cgbench.provenance import write_sidecar
+    from cgbench.systems import load_system
+
+    peptide = peptide_from_config(args.peptide, config)
+    spec = config["peptide_nuts"]
+    _, positions = load_structure(args.structure)
+    seed = _run_seed(config, args.peptide, "nuts", spec["solvent"])
+    result = run_peptide_nuts(load_system(args.system), positions, temperature=peptide.temperature,
+                              chains=spec["chains"], warmup=spec["warmup"], samples=spec["samples"],
+                              thin=spec["thin"], key=jr.key(seed))
+    path = write_peptide_nuts(result, args.out)
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    write_sidecar(path, config, seed=seed, peptide=peptide.to_dict(), solvent=spec["solvent"], **scalars)
+    log.info("wrote %s", path)
+
+
 def cmd_parity(args, config):
     """JAX energy vs OpenMM Reference on sampled configurations; JSON on stdout, 1 above tolerance."""
     import json
@@ -193,7 +289,7 @@ def cmd_bench(args, config):
 
 
 # Subcommands that never touch JAX (no device selection, no JAX import).
-NO_DEVICE = {"validate", "timing", "bench"}
+NO_DEVICE = {"validate", "timing", "bench", "md", "simulations-table"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,6 +357,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="JAX precision (default %(default)s; float64 runs under jax.enable_x64)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("md", help="one MD replica of a peptide (OpenMM); resumes from its checkpoint")
+    p.add_argument("--peptide", required=True, help="name under `peptides:` in the config")
+    p.add_argument("--run", required=True, choices=list(MD_RUNS))
+    p.add_argument("--replica", type=int, required=True, help="replica number (seeds the run)")
+    p.add_argument("--structure", required=True, help="start structure .pdb (solvated.pdb for explicit)")
+    p.add_argument("--solute", help="the solute's .pdb when --structure is solvated (its atoms come first)")
+    p.add_argument("--system", required=True, help="OpenMM system .xml")
+    p.add_argument("--threads", type=int, default=1, help="threads of OpenMM's CPU platform")
+    p.add_argument("--out", required=True, help="replica folder (trajectory.h5, frames.npz)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("cg-dataset", help="map the replicas of an MD run to CG resolutions")
+    p.add_argument("--peptide", required=True)
+    p.add_argument("--run", required=True, choices=list(MD_RUNS))
+    p.add_argument("--resolutions", nargs="+", required=True, choices=["all_atom", "heavy_atom", "core_beta"])
+    p.add_argument("--replicas", nargs="+", required=True, help="replica folders")
+    p.add_argument("--out", nargs="+", required=True, help="dataset .npz, one per resolution")
+    p.set_defaults(func=cmd_cg_dataset)
+
+    p = sub.add_parser("simulations", help="convergence diagnostics of one MD run (or the NUTS reference)")
+    p.add_argument("--peptide", required=True)
+    p.add_argument("--run", required=True, choices=[*MD_RUNS, "nuts"])
+    p.add_argument("--dataset", required=True, help="all_atom dataset .npz (or the NUTS .npz for run nuts)")
+    p.add_argument("--replicas", nargs="*", default=[], help="replica folders (for ns/day)")
+    p.add_argument("--out", required=True, help="rows .csv")
+    p.add_argument("--figure", required=True, help="dihedral figure .png")
+    p.set_defaults(func=cmd_simulations)
+
+    p = sub.add_parser("simulations-table", help="gather MD diagnostics into results/tables/simulations.csv|md")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_simulations_table)
+
+    p = sub.add_parser("peptide-nuts", help="NUTS reference of a peptide in implicit solvent (JAX energy)")
+    p.add_argument("--peptide", required=True)
+    p.add_argument("--structure", required=True, help="structure .pdb")
+    p.add_argument("--system", required=True, help="OpenMM system .xml of the implicit solvent")
+    p.add_argument("--out", required=True, help="samples .npz")
+    p.set_defaults(func=cmd_peptide_nuts)
 
     p = sub.add_parser("tables", help="gather evaluations into results/tables")
     p.add_argument("--inputs", nargs="+", required=True)

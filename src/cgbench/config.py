@@ -85,6 +85,15 @@ def _semantic_messages(config: dict) -> list[str]:
             elif name not in config["ecg"]:
                 out.append(f"synthetic.{field}[{i}]: target {name!r} has no ecg.{name} block")
     out += _force_field_messages(config)
+    md = config["md"]
+    if md["chunk_steps"] % md["report_interval"]:
+        out.append(f"md.chunk_steps: {md['chunk_steps']} is not a multiple of md.report_interval "
+                   f"{md['report_interval']}")
+    residue = md["metadynamics"]["residue"]
+    for name, entry in config["peptides"].items():
+        if residue >= len(entry["sequence"]):
+            out.append(f"md.metadynamics.residue: {residue} is past the last residue of peptides.{name} "
+                       f"({entry['sequence']!r}; 0 is the first)")
     for name, block in config["ecg"].items():
         t = block["tempering"]
         if t["beta_0"] > t["beta_target"]:

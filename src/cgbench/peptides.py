@@ -49,6 +49,7 @@ class Peptide:
         ph: pH for protonation states when hydrogens are added.
         box_padding: Solvent padding around the solute in explicit solvent, nm.
         constraints: ``none`` or ``h_bonds`` (bonds to hydrogen fixed) for MD systems.
+        md_steps_scale: Factor on the steps of every MD run of this peptide (0: no MD).
     """
 
     name: str
@@ -59,7 +60,8 @@ class Peptide:
     temperature: float = 300.0
     ph: float = 7.0
     box_padding: float = 1.0
-    constraints: str = "h_bonds"
+    constraints: str = "none"
+    md_steps_scale: float = 1.0
 
     @property
     def residue_names(self) -> list[str]:
