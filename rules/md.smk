@@ -77,10 +77,12 @@ rule md_diagnostics:
         provenance=lambda w: [f"{d}/frames.npz.provenance.json" for d in md_replica_dirs(w.peptide, w.run)],
     output:
         rows=SIMULATION_ROWS,
-        figure=report(DIHEDRAL_FIGURE, caption="../report/figures/dihedrals.rst",
-                      category="Simulations", subcategory="{peptide}"),
+        figure=report(DIHEDRAL_FIGURE, caption="../report/figures/dihedrals.rst", category="Simulations",
+                      subcategory="{peptide}", labels={"target": "{peptide}", "figure": "{run} dihedrals"}),
     log:
         f"{RESULTS}/logs/md_diagnostics/{{peptide}}_{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/md_diagnostics/{{peptide}}/{{run}}.tsv"
     params:
         replicas=lambda w: md_replica_dirs(w.peptide, w.run),
         blocks=CONFIG["md"]["blocks"],
@@ -120,10 +122,12 @@ rule nuts_diagnostics:
         samples=PEPTIDE_NUTS,
     output:
         rows=NUTS_ROWS,
-        figure=report(NUTS_FIGURE, caption="../report/figures/dihedrals.rst",
-                      category="Simulations", subcategory="{peptide}"),
+        figure=report(NUTS_FIGURE, caption="../report/figures/dihedrals.rst", category="Simulations",
+                      subcategory="{peptide}", labels={"target": "{peptide}", "figure": "nuts dihedrals"}),
     log:
         f"{RESULTS}/logs/md_diagnostics/{{peptide}}_nuts.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/nuts_diagnostics/{{peptide}}.tsv"
     threads: 1
     resources:
         **rule_resources("report"),
@@ -140,6 +144,8 @@ rule simulations_table:
         md=SIMULATION_TABLES[1],
     log:
         f"{RESULTS}/logs/tables/simulations.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/simulations_table/simulations.tsv"
     threads: 1
     resources:
         **rule_resources("report"),
@@ -150,4 +156,7 @@ rule simulations_table:
 BENCHMARKS += [rules.md.benchmark.format(peptide=p, run=run, replica=r)
                for p in PEPTIDES for run in md_runs(p) for r in range(CONFIG["md"]["runs"][run]["replicas"])]
 BENCHMARKS += [rules.cg_dataset.benchmark.format(peptide=p, run=run) for p in PEPTIDES for run in md_runs(p)]
-BENCHMARKS += [rules.peptide_nuts.benchmark.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)]
+BENCHMARKS += [rules.md_diagnostics.benchmark.format(peptide=p, run=run) for p in PEPTIDES for run in md_runs(p)]
+BENCHMARKS += [b.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)
+               for b in (rules.peptide_nuts.benchmark, rules.nuts_diagnostics.benchmark)]
+BENCHMARKS += [rules.simulations_table.benchmark] if SIMULATION_INPUTS else []

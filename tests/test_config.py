@@ -58,6 +58,13 @@ def test_presets_change_only_numbers():
         (_set(["preset"], "laptop"), "preset"),
         (_set(["ecg", "gmm_10d", "tempering", "beta_0"], 2.0), "ecg.gmm_10d.tempering.beta_0"),
         (_set(["peptides", "kx"], {"sequence": "KXB"}), "peptides.kx.sequence: 'KXB' has unknown residue letter(s) B, X"),
+        (_set(["md", "runs", "obc3_unbiased"], {"replicas": 1, "steps": 10}), "md.runs.obc3_unbiased"),
+        (_set(["md", "runs", "obc2_metad", "steps"], -1), "md.runs.obc2_metad.steps"),
+        (_set(["md", "chunk_steps"], 1500), "md.chunk_steps: 1500 is not a multiple of md.report_interval"),
+        (_set(["md", "metadynamics", "residue"], 1), "md.metadynamics.residue: 1 is past the last residue of peptides.ala2"),
+        (_set(["md", "metadynamics", "bias_factor"], 1.0), "md.metadynamics.bias_factor"),
+        (_set(["peptide_defaults", "md_steps_scale"], -1), "peptide_defaults.md_steps_scale"),
+        (_set(["peptide_nuts", "solvent"], "explicit"), "peptide_nuts.solvent"),
         (_set(["peptides", "ala2", "sequence"], ""), "peptides.ala2.sequence: empty sequence"),
         (_set(["peptides", "ala 2"], {"sequence": "A"}), "peptides.ala 2: invalid name"),
         (_set(["peptides", "ala2", "temprature"], 300.0), "peptides.ala2.temprature: unknown key"),
@@ -127,3 +134,15 @@ def test_snakemake_stops_before_any_job(tmp_path, mutate, named):
     assert result.returncode != 0
     assert named in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_preset_entries_of_removed_peptides_are_ignored():
+    """The presets tune ala3 and ala6 (md_steps_scale); a config without them stays valid."""
+    raw = copy.deepcopy(RAW)
+    raw["peptides"] = {"kgp": {"sequence": "KGP"}}
+    assert "ala3" in raw["presets"]["cpu"]["peptides"]
+    for preset in ("smoke", "cpu", "paper"):
+        config = resolve({**raw, "preset": preset})
+        assert list(config["peptides"]) == ["kgp"]
+        assert config["peptides"]["kgp"] == {"sequence": "KGP"}
+    assert resolve({**RAW, "preset": "cpu"})["peptides"]["ala3"]["md_steps_scale"] == 0

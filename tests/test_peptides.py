@@ -127,7 +127,7 @@ def test_native_obc2_equals_amber_custom_gb(built, sequence):
 def test_implicit_and_vacuum_systems(built, solvent, gb_force):
     topology, x = built["AAA"]
     peptide = Peptide(name="x", sequence="AAA")
-    system = create_system(topology, solvent, peptide)
+    system = create_system(topology, solvent, peptide, constraints="h_bonds")
     gb = [f for f in system.getForces() if isinstance(f, (openmm.CustomGBForce, openmm.GBSAOBCForce))]
     assert [type(f) for f in gb] == ([gb_force] if gb_force else [])
     nonbonded = next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
@@ -135,6 +135,7 @@ def test_implicit_and_vacuum_systems(built, solvent, gb_force):
     hydrogens = sum(a.element.symbol == "H" for a in topology.atoms())
     assert system.getNumConstraints() == hydrogens  # h_bonds: one constraint per hydrogen
     assert create_system(topology, solvent, peptide, constraints="none").getNumConstraints() == 0
+    assert create_system(topology, solvent, peptide).getNumConstraints() == 0  # the default: none
 
 
 def test_obc1_and_obc2_differ_and_are_solvation_like(built):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -61,6 +62,27 @@ def test_smoke_dag_writes_tables_and_figures(smoke_run):
 
 
 @pytest.mark.integration
+def test_smoke_dag_simulates_ala2_and_writes_its_datasets(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    table = pd.read_csv(results / "tables" / "simulations.csv")
+    runs = set(zip(table["environment"], table["kind"]))
+    assert runs == {("explicit", "unbiased"), ("explicit", "metad"), ("obc1", "unbiased"), ("obc2", "unbiased"),
+                    ("obc2", "metad"), ("obc2", "nuts")}
+    assert set(table["peptide"]) == {"ala2"}
+    pops = table[[c for c in table.columns if c.startswith("pop_") and not c.endswith("_err")]]
+    assert np.allclose(pops.sum(axis=1), 1.0)
+    assert (table.loc[table.kind != "nuts", "ns"] > 0).all()
+    for resolution, beads in (("all_atom", 22), ("heavy_atom", 10), ("core_beta", 6)):
+        for run in ("explicit_unbiased", "explicit_metad", "obc1_unbiased", "obc2_unbiased", "obc2_metad"):
+            with np.load(results / "peptides" / "ala2" / "datasets" / resolution / f"{run}.npz") as data:
+                assert data["positions"].shape[1:] == data["forces"].shape[1:] == (beads, 3)
+                assert data["weights"].sum() == pytest.approx(1.0)
+    assert (results / "figures" / "ala2_obc2_metad_dihedrals.png").stat().st_size > 10_000
+    assert "Reweighted metadynamics" in (results / "tables" / "simulations.md").read_text()
+
+
+@pytest.mark.integration
 def test_smoke_dag_rerun_is_a_no_op(smoke_run):
     workdir, command = smoke_run
     result = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=300)
@@ -92,11 +114,11 @@ def test_report_shows_every_figure_with_caption_and_the_tables(smoke_run):
     for name, entry in shown.items():
         assert entry["data_uri"].startswith("data:image/png")
         assert len(re.sub("<[^>]+>", "", entry["caption"])) > 100, name
-        assert entry["labels"]["target"] == name.rsplit("_", 1)[0]
-    for table in ("synthetic.csv", "tempering.csv", "timing.csv"):
+        assert name.startswith(entry["labels"]["target"] + "_"), name
+    for table in ("synthetic.csv", "tempering.csv", "timing.csv", "simulations.csv"):
         entry = entries[f"results/tables/{table}"]
         assert entry["mime_type"] == "text/csv" and entry["caption"]
-    assert {"Synthetic targets", "Tables"} <= set(objects["categories"])
+    assert {"Synthetic targets", "Simulations", "Tables"} <= set(objects["categories"])
 
 
 @pytest.mark.integration
@@ -114,5 +136,8 @@ def test_timing_table_has_every_job(smoke_run):
     # ala2, ala3, ala6: a structure each, vacuum + OBC1 + OBC2 systems, and explicit water.
     peptides = {"build_peptide": 3, "peptide_system": 9, "explicit_system": 3}
     assert counts[list(peptides)].to_dict() == peptides
+    # MD of ala2 only at smoke: 1 + 1 + 1 + 2 + 1 replicas, a dataset job per run, NUTS in OBC2.
+    md = {"md": 6, "cg_dataset": 5, "peptide_nuts": 1}
+    assert counts[list(md)].to_dict() == md
     assert (timing["wall_s"] > 0).all() and (timing["max_rss_mb"] > 50).all()
 

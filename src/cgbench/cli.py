@@ -227,21 +227,29 @@ def cmd_simulations_table(args, config):
 
 def cmd_peptide_nuts(args, config):
     import jax.random as jr
+    import numpy as np
 
-    from cgbench.peptide_nuts import run_peptide_nuts, write_peptide_nuts
+    from cgbench.peptide_nuts import SCALARS, run_peptide_nuts, write_peptide_nuts
     from cgbench.peptides import load_structure, peptide_from_config
     from cgbench.provenance import write_sidecar
     from cgbench.systems import load_system
 
+    from cgbench.resolutions import cg_mapping, map_positions, phi_psi
+
     peptide = peptide_from_config(args.peptide, config)
     spec = config["peptide_nuts"]
-    _, positions = load_structure(args.structure)
+    topology, positions = load_structure(args.structure)
     seed = _run_seed(config, args.peptide, "nuts", spec["solvent"])
+    log.info("NUTS of %s in %s: %d chains x %d samples (thin %d), tree depth <= %d, seed %d", peptide.name,
+             spec["solvent"], spec["chains"], spec["samples"], spec["thin"], spec["max_tree_depth"], seed)
     result = run_peptide_nuts(load_system(args.system), positions, temperature=peptide.temperature,
                               chains=spec["chains"], warmup=spec["warmup"], samples=spec["samples"],
-                              thin=spec["thin"], key=jr.key(seed))
+                              thin=spec["thin"], key=jr.key(seed), max_num_doublings=spec["max_tree_depth"])
+    mapping = cg_mapping(topology, "all_atom")
+    result["phi"], result["psi"] = (np.asarray(a) for a in phi_psi(map_positions(result["positions"], mapping),
+                                                                   mapping))
     path = write_peptide_nuts(result, args.out)
-    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    scalars = {k: np.asarray(result[k]).item() for k in SCALARS}
     write_sidecar(path, config, seed=seed, peptide=peptide.to_dict(), solvent=spec["solvent"], **scalars)
     log.info("wrote %s", path)
 

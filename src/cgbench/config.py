@@ -159,7 +159,7 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
         if not isinstance(overlay, dict):
             errors.setdefault(f"presets.{name}: must be a mapping of overrides", []).append(name)
             continue
-        merged = deep_merge(base, overlay)
+        merged = deep_merge(base, _configured_peptides_only(overlay, base))
         merged["preset"] = name
         messages = _messages(merged, schema) or _semantic_messages(merged)
         for message in messages:
@@ -170,6 +170,14 @@ def resolve(raw: dict, schema: dict | None = None) -> dict:
         lines = [m + (f"  [preset: {', '.join(map(str, p))}]" if presets else "") for m, p in errors.items()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     return resolved
+
+
+def _configured_peptides_only(overlay: dict, base: dict) -> dict:
+    """A preset's ``peptides:`` entries tune peptides that are configured; an entry for one that is
+    not (removed from ``peptides:``) is dropped, so removing a peptide needs no preset edit."""
+    if not isinstance(overlay.get("peptides"), dict) or not isinstance(base.get("peptides"), dict):
+        return overlay
+    return {**overlay, "peptides": {k: v for k, v in overlay["peptides"].items() if k in base["peptides"]}}
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, *, preset: str | None = None) -> dict:

@@ -16,8 +16,10 @@ arbitrary orientations (internal observables such as φ/ψ, distances or energie
 them; align, e.g. with :func:`cgbench.resolutions.to_canonical_frame`, before comparing
 Cartesian coordinates). Translations make p(x) improper: the centroid c = mean of the atom
 positions would random-walk and inflate the adapted mass matrix. The sampler therefore uses
-p(x) ∝ exp(−U(x)/kT − |c(x)|²/(2 s²)) with s = ``centroid_scale`` (0.1 nm; ``None`` for no
-tether). Because U(x) depends only on x − c, the density factorises into the centred
+p(x) ∝ exp(−U(x)/kT − |c(x)|²/(2 s²)) with s = ``centroid_scale`` (0.01 nm, ``None`` for no
+tether: along the unit vector of a rigid translation the spread is √N·s, 0.047 nm for ala2,
+comparable to the internal fluctuations, and its curvature is far below that of any bond, so
+it neither limits the step size nor lengthens the trajectories). Because U(x) depends only on x − c, the density factorises into the centred
 configuration times a Gaussian in c, so the distribution of the centred configurations is exactly
 that of p ∝ exp(−U/kT); every saved state is centred (its mean position subtracted: the
 unweighted centroid, not the mass-weighted centre of mass, which is at the origin only for equal
@@ -31,12 +33,16 @@ dtype, so ``potential_energy[i]`` is exactly the energy of ``positions[i]`` as s
 Float64: the energy is built, and the sampler runs, inside ``with jax.enable_x64(True)``, so
 the rest of the process keeps JAX's defaults.
 
-Speed (ala2, 22 atoms, OBC2, float64, 300 K, 2-core CPU, compilation excluded; measured with
-``chains=1``, warm-up 500): ≈ 6.0 s per 1000 NUTS steps, with a mean of ≈ 63 integration steps
-(gradient evaluations) per NUTS step (adapted step size ≈ 0.0085 in the units of the flat
-coordinates, nm scaled by the adapted mass matrix, acceptance ≈ 0.85), i.e. ≈ 95 µs per
-gradient evaluation. Two chains in lockstep (vmap) cost ≈ 1.3× one chain per step, because
-each step waits for the longer of the two trajectories; compilation adds ≈ 15 s per call.
+Speed (ala2, 22 atoms, OBC2, float64, 300 K, one chain, 500 adaptation steps, jitted
+``lax.scan`` of NUTS steps timed after compilation, 2-core CPU shared with other jobs, load ≈ 3):
+≈ 50 µs per gradient evaluation. At blackjax's default tree depth 10 NUTS takes ≈ 710
+integration steps per NUTS step (adapted step size 0.0073, acceptance 0.85): the trees nearly
+saturate (1023), since stiff X–H bonds set the step size while the free rotations and the
+torsions need long trajectories, so 1000 NUTS steps cost ≈ 35 s; the adaptation itself used
+334 000 integration steps (≈ 17 s). With ``max_num_doublings=6`` a NUTS step is capped at 63
+integration steps (all used; step size 0.027, acceptance 0.87): ≈ 3.3 s per 1000 NUTS steps.
+Compilation adds ≈ 20–30 s per call. Chains are vmapped and advance in lockstep, so a step of
+several chains waits for the longest trajectory among them.
 """
 
 from __future__ import annotations
@@ -133,13 +139,14 @@ def run_peptide_nuts(system, positions, *, temperature: float, chains: int, warm
 def write_peptide_nuts(result: dict, path: str | Path) -> Path:
     """Save a :func:`run_peptide_nuts` result as .npz at ``path`` (folders created).
 
-    Arrays ``positions``, ``potential_energy``, ``chain``, ``inverse_mass_matrix`` and the
+    Arrays ``positions``, ``potential_energy``, ``chain``, ``inverse_mass_matrix`` (and ``phi``,
+    ``psi`` (n_states, n_residues) rad when the result has them) and the
     :data:`SCALARS` as 0-d arrays.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(result[k]) for k in ("positions", "potential_energy", "chain",
-                                                 "inverse_mass_matrix")}
+                                                 "inverse_mass_matrix", "phi", "psi") if k in result}
     with path.open("wb") as f:  # an open file: np.savez would append .npz to other suffixes
         np.savez(f, **arrays, **{k: np.asarray(result[k]) for k in SCALARS})
     return path

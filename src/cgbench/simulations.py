@@ -104,7 +104,7 @@ def _agreement(table: pd.DataFrame) -> pd.DataFrame:
             sigma = float(np.hypot(m[f"pop_{basin}_err"], u[f"pop_{basin}_err"]))
             rows.append({**dict(zip(keys, key)), "basin": basin, "unbiased": u[f"pop_{basin}"],
                          "metad_reweighted": m[f"pop_{basin}"], "difference": diff,
-                         "combined_error": sigma, "z": diff / sigma if sigma > 0 else float("inf")})
+                         "combined_error": sigma, "z": diff / sigma if sigma > 0 else (0.0 if diff == 0 else float("inf"))})
     return pd.DataFrame(rows)
 
 
