@@ -63,6 +63,7 @@ def test_presets_change_only_numbers():
         (_set(["md", "chunk_steps"], 1500), "md.chunk_steps: 1500 is not a multiple of md.report_interval"),
         (_set(["md", "metadynamics", "residue"], 1), "md.metadynamics.residue: 1 is past the last residue of peptides.ala2"),
         (_set(["md", "metadynamics", "bias_factor"], 1.0), "md.metadynamics.bias_factor"),
+        (_set(["md", "runs", "obc1_unbiased", "steps"], 1234), "md.runs.obc1_unbiased.steps: 1234 is not a multiple"),
         (_set(["peptide_defaults", "md_steps_scale"], -1), "peptide_defaults.md_steps_scale"),
         (_set(["peptide_nuts", "solvent"], "explicit"), "peptide_nuts.solvent"),
         (_set(["peptides", "ala2", "sequence"], ""), "peptides.ala2.sequence: empty sequence"),

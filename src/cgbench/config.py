@@ -89,6 +89,10 @@ def _semantic_messages(config: dict) -> list[str]:
     if md["chunk_steps"] % md["report_interval"]:
         out.append(f"md.chunk_steps: {md['chunk_steps']} is not a multiple of md.report_interval "
                    f"{md['report_interval']}")
+    for run, spec in md["runs"].items():
+        if spec["steps"] % md["report_interval"]:
+            out.append(f"md.runs.{run}.steps: {spec['steps']} is not a multiple of md.report_interval "
+                       f"{md['report_interval']}")
     residue = md["metadynamics"]["residue"]
     for name, entry in config["peptides"].items():
         if residue >= len(entry["sequence"]):

@@ -81,6 +81,9 @@ class MDSettings:
     minimisation_tolerance: float
 
     def __post_init__(self):
+        if self.steps <= 0 or self.steps % self.report_interval:
+            raise ValueError(f"steps {self.steps}: expected a positive multiple of report_interval "
+                             f"{self.report_interval}")
         if self.chunk_steps % self.report_interval:
             raise ValueError(f"chunk_steps {self.chunk_steps} is not a multiple of report_interval "
                              f"{self.report_interval}")
@@ -115,7 +118,11 @@ class MetadynamicsSettings:
 def md_settings_from_config(config: dict, run: str, peptide) -> MDSettings:
     """The :class:`MDSettings` of ``run`` for ``peptide`` in a resolved config."""
     md = config["md"]
-    steps = round(md["runs"][run]["steps"] * peptide.md_steps_scale)
+    # Scaled steps are rounded down to whole frames.
+    steps = int(md["runs"][run]["steps"] * peptide.md_steps_scale) // md["report_interval"] * md["report_interval"]
+    if steps <= 0:
+        raise ValueError(f"md run {run} of {peptide.name}: no steps (md.runs.{run}.steps × md_steps_scale "
+                         f"is below one frame of md.report_interval {md['report_interval']})")
     chunk = min(md["chunk_steps"], max(steps, md["report_interval"]))
     chunk -= chunk % md["report_interval"]
     return MDSettings(temperature=peptide.temperature, timestep=md["timestep"], friction=md["friction"],
@@ -245,7 +252,7 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
                                                  settings.friction / unit.picosecond,
                                                  settings.timestep * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
-    properties = {"Threads": str(threads)} if platform == "CPU" else {}
+    properties = {"CPU": {"Threads": str(threads)}, "CUDA": {"Precision": "mixed"}}.get(platform, {})
     simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName(platform),
                                 properties)
     context = simulation.context

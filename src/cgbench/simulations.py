@@ -6,7 +6,8 @@ with block errors, core-to-core φ transitions, frames, simulated ns and ns/day;
 run's dihedral figure. :func:`write_simulations_table` gathers the rows into
 ``results/tables/simulations.csv`` and a Markdown version that adds, for every environment with
 both an unbiased and a metadynamics run, the difference of their populations in units of the
-combined error bar (the check that reweighting recovers the unbiased ensemble).
+combined error bar (the check that reweighting recovers the unbiased ensemble), and the same for
+the NUTS reference against unbiased MD in its implicit solvent.
 
 Definitions of basins, errors and transitions: :mod:`cgbench.diagnostics`. Populations are
 fractions; ns is the production time summed over replicas; ns/day is the mean over replicas.
@@ -90,21 +91,28 @@ def run_diagnostics(peptide: str, run: str, dataset: Path, replica_dirs: list[Pa
 
 
 def _agreement(table: pd.DataFrame) -> pd.DataFrame:
-    """Metadynamics (reweighted) against unbiased MD in the same environment: per basin the
-    difference and its size in combined error bars."""
+    """Reweighted metadynamics and NUTS (``kind``; populations in ``compared``) against unbiased MD
+    in the same environment: per basin the difference and its size in combined error bars."""
     rows = []
     keys = ["peptide", "environment", "residue"]
     for key, group in table.groupby(keys):
         kinds = {k: g.iloc[0] for k, g in group.groupby("kind")}
-        if "unbiased" not in kinds or "metad" not in kinds:
+        if "unbiased" not in kinds:
             continue
-        u, m = kinds["unbiased"], kinds["metad"]
-        for basin in BASINS:
-            diff = m[f"pop_{basin}"] - u[f"pop_{basin}"]
-            sigma = float(np.hypot(m[f"pop_{basin}_err"], u[f"pop_{basin}_err"]))
-            rows.append({**dict(zip(keys, key)), "basin": basin, "unbiased": u[f"pop_{basin}"],
-                         "metad_reweighted": m[f"pop_{basin}"], "difference": diff,
-                         "combined_error": sigma, "z": diff / sigma if sigma > 0 else (0.0 if diff == 0 else float("inf"))})
+        u = kinds["unbiased"]
+        for kind in ("metad", "nuts"):
+            if kind not in kinds:
+                continue
+            m = kinds[kind]
+            for basin in BASINS:
+                diff = m[f"pop_{basin}"] - u[f"pop_{basin}"]
+                sigma = float(np.hypot(m[f"pop_{basin}_err"], u[f"pop_{basin}_err"]))
+                if abs(diff) < 1e-12:  # equal but for rounding (both 0 or 1)
+                    diff, z = 0.0, 0.0
+                else:
+                    z = diff / sigma if sigma > 1e-12 else float("inf")
+                rows.append({**dict(zip(keys, key)), "kind": kind, "basin": basin, "unbiased": u[f"pop_{basin}"],
+                             "compared": m[f"pop_{basin}"], "difference": diff, "combined_error": sigma, "z": z})
     return pd.DataFrame(rows)
 
 
@@ -127,9 +135,12 @@ def write_simulations_table(inputs: list[Path], out: Path, config: dict) -> list
             "", shown.to_markdown(index=False, floatfmt=".3g"), ""]
     agreement = _agreement(table)
     if len(agreement):
-        text += ["## Reweighted metadynamics against unbiased MD (same environment)", "",
-                 "z = difference / combined error; |z| ≤ 2 agrees within the error bars.", "",
-                 agreement.to_markdown(index=False, floatfmt=".3g"), ""]
+        for kind, title in (("metad", "Reweighted metadynamics"), ("nuts", "NUTS")):
+            part = agreement[agreement.kind == kind].drop(columns="kind").rename(columns={"compared": kind})
+            if len(part):
+                text += [f"## {title} against unbiased MD (same environment)", "",
+                         "z = difference / combined error; |z| ≤ 2 agrees within the error bars.", "",
+                         part.to_markdown(index=False, floatfmt=".3g"), ""]
     md_path = out.with_suffix(".md")
     md_path.write_text("\n".join(text))
     for path in (out, md_path):
