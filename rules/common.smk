@@ -82,7 +82,9 @@ def peptide_solvents(name):
 def peptide_settings(wildcards):
     """The peptide's own settings (defaults overlaid), as params: changing them reruns its jobs
     (and only its jobs, unlike the whole-config hash of the synthetic rules)."""
-    return json.dumps(peptide_from_config(wildcards.peptide, CONFIG).to_dict(), sort_keys=True)
+    settings = peptide_from_config(wildcards.peptide, CONFIG).to_dict()
+    settings.pop("md_steps_scale")  # MD length only: no reason to rebuild the structure and systems
+    return json.dumps(settings, sort_keys=True)
 
 
 def md_runs(name):
@@ -101,9 +103,23 @@ def md_replica_dirs(peptide, run):
 
 
 def md_run_settings(wildcards):
-    """What an MD job depends on, as params: the peptide's settings and the md block."""
-    return json.dumps({"peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(), "md": CONFIG["md"],
+    """What one MD job depends on, as params (a change reruns that run's jobs only): the peptide's
+    settings, the integration keys of `md`, the run's own steps, the bias for metadynamics."""
+    md = CONFIG["md"]
+    keys = ["timestep", "friction", "report_interval", "chunk_steps", "equilibration_steps", "minimisation_tolerance"]
+    settings = {key: md[key] for key in keys}
+    settings["run"] = md["runs"][wildcards.run]
+    if wildcards.run.endswith("_metad"):
+        settings["metadynamics"] = md["metadynamics"]
+    return json.dumps({"peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(), "md": settings,
                        "device": CONFIG["device"], "seed": CONFIG["seed"]}, sort_keys=True)
+
+
+def peptide_nuts_settings(wildcards):
+    """What the NUTS reference of a peptide depends on, as params."""
+    return json.dumps({"peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(),
+                       "nuts": CONFIG["peptide_nuts"], "device": CONFIG["device"], "seed": CONFIG["seed"]},
+                      sort_keys=True)
 
 
 def peptide_nuts_enabled(name):

@@ -106,8 +106,7 @@ rule peptide_nuts:
     benchmark:
         f"{RESULTS}/benchmarks/peptide_nuts/{{peptide}}.tsv"
     params:
-        settings=md_run_settings,
-        nuts=json.dumps(CONFIG["peptide_nuts"], sort_keys=True),
+        settings=peptide_nuts_settings,
     threads: 1
     resources:
         **rule_resources("peptide_nuts"),
