@@ -34,7 +34,7 @@ def test_rows_count_basins_and_name_the_run():
 def test_agreement_measures_differences_in_error_bars(tmp_path):
     base = {"peptide": "ala2", "environment": "obc2", "residue": 0, "replicas": 2, "frames": 100, "ns": 1.0,
             "ns_per_day": 1.0, "transitions": 0, "ess_fraction": 1.0}
-    pops = {"unbiased": (0.6, 0.3, 0.1), "metad": (0.5, 0.4, 0.1), "nuts": (0.6, 0.3, 0.1)}
+    pops = {"unbiased": (0.6, 0.3, 0.1), "metad": (0.5, 0.4, 0.1), "nuts": (0.7, 0.3, 0.0)}
     table = pd.DataFrame([{**base, "kind": kind, "pop_phi_positive": p[2], "pop_phi_positive_err": 0.0,
                            "pop_beta": p[0], "pop_beta_err": 0.03, "pop_alpha_R": p[1], "pop_alpha_R_err": 0.04}
                           for kind, p in pops.items()])
@@ -42,7 +42,9 @@ def test_agreement_measures_differences_in_error_bars(tmp_path):
     assert agreement.loc[("metad", "beta"), "z"] == pytest.approx(-0.1 / np.hypot(0.03, 0.03))
     assert agreement.loc[("metad", "alpha_R"), "z"] == pytest.approx(0.1 / np.hypot(0.04, 0.04))
     assert agreement.loc[("metad", "phi_positive"), "z"] == 0.0  # equal, no error: agree
-    assert (agreement.loc["nuts", "z"] == 0).all()
+    assert agreement.loc[("nuts", "alpha_R"), "z"] == 0.0
+    assert np.isnan(agreement.loc[("nuts", "phi_positive"), "z"])  # NUTS never went there: no error bar
+    assert "never visited by nuts" in agreement.loc[("nuts", "phi_positive"), "note"]
     inputs = []
     for kind, part in table.groupby("kind"):
         inputs.append(tmp_path / f"{kind}.csv")
@@ -51,4 +53,4 @@ def test_agreement_measures_differences_in_error_bars(tmp_path):
     assert len(pd.read_csv(csv)) == 3
     text = md.read_text()
     assert "Reweighted metadynamics against unbiased MD" in text and "NUTS against unbiased MD" in text
-    assert "0.600 ± 0.030" in text
+    assert "0.600 ± 0.030" in text and "never visited by nuts" in text

@@ -326,23 +326,27 @@ def _rama_panel(ax, phi, psi, weights):
         hist = hist / hist.sum()                            # comparable across runs
     masked = np.ma.masked_less_equal(hist.T, 0.0)          # rows = ψ, columns = φ
     if masked.count():
-        norm = LogNorm(vmin=masked.min(), vmax=max(masked.max(), masked.min() * 1.0001))
+        # Six decades below the peak: the rarest reweighted bins would otherwise set the scale.
+        low = max(masked.min(), masked.max() * 1e-6)
+        norm = LogNorm(vmin=low, vmax=max(masked.max(), low * 1.0001), clip=True)
         mesh = ax.pcolormesh(edges, edges, masked, norm=norm, cmap="viridis", rasterized=True)
         ax.figure.colorbar(mesh, ax=ax, label="probability per bin")
     ax.set(xlim=(-np.pi, np.pi), ylim=(-np.pi, np.pi), xlabel="φ (rad)", ylabel="ψ (rad)",
            aspect="equal")
 
 
-def _time_panel(ax, time_ns, phi, psi, label):
+def _time_panel(ax, time_ns, phi, psi, label, time_label="time (ns)"):
     """φ and ψ against time (ns) as dots."""
     ax.plot(time_ns, phi, ".", ms=1.5, label="φ", rasterized=True)
     ax.plot(time_ns, psi, ".", ms=1.5, label="ψ", alpha=0.6, rasterized=True)
-    ax.set(ylim=(-np.pi, np.pi), xlabel="time (ns)", ylabel="angle (rad)", title=label)
+    ax.set(ylim=(-np.pi, np.pi), xlabel=time_label, ylabel="angle (rad)", title=label)
     ax.legend(loc="upper right", markerscale=6, fontsize="small")
 
 
-def dihedral_figure(runs, path, *, title: str) -> Path:
+def dihedral_figure(runs, path, *, title: str, time_label: str = "time (ns)") -> Path:
     """One PNG: per run a row with φ, ψ time series (left) and a Ramachandran histogram (right).
+
+    ``time_label`` names the horizontal axis of the time series (e.g. ``NUTS step`` for samplers).
 
     runs: list of dicts with keys ``label`` (str), ``time_ns`` (n_frames,) in ns, ``phi``,
     ``psi`` (n_frames,) in radians, ``weights`` ((n_frames,) or None). path: output PNG;
@@ -365,7 +369,7 @@ def dihedral_figure(runs, path, *, title: str) -> Path:
             time_ns = np.asarray(run["time_ns"], dtype=float)
             if not phi.shape == psi.shape == time_ns.shape:
                 raise ValueError(f"run {run['label']!r}: time_ns, phi and psi shapes differ")
-            _time_panel(ax_t, time_ns, phi, psi, run["label"])
+            _time_panel(ax_t, time_ns, phi, psi, run["label"], time_label)
             _rama_panel(ax_r, phi, psi, run.get("weights"))
         fig.suptitle(title)
         fig.savefig(path, dpi=FIG_DPI)

@@ -83,8 +83,8 @@ def run_diagnostics(peptide: str, run: str, dataset: Path, replica_dirs: list[Pa
              "time_ns": time_ns[replica == c], "phi": phi[replica == c, 0], "psi": psi[replica == c, 0],
              "weights": weights[replica == c] if run.endswith("_metad") else None}
             for c in np.unique(replica)]
-    unit = "NUTS step" if run == "nuts" else "ns"
-    dihedral_figure(runs, figure, title=f"{peptide} {run}: φ, ψ of residue 0 (time axis in {unit}s)")
+    dihedral_figure(runs, figure, title=f"{peptide} {run}: φ, ψ of residue 0",
+                    time_label="recorded NUTS state" if run == "nuts" else "time (ns)")
     write_sidecar(out, config, seed=config["seed"], peptide=peptide, run=run)
     write_sidecar(figure, config, seed=config["seed"], peptide=peptide, run=run)
     return [out, figure]
@@ -107,12 +107,18 @@ def _agreement(table: pd.DataFrame) -> pd.DataFrame:
             for basin in BASINS:
                 diff = m[f"pop_{basin}"] - u[f"pop_{basin}"]
                 sigma = float(np.hypot(m[f"pop_{basin}_err"], u[f"pop_{basin}_err"]))
+                unvisited = [name for name, r in (("unbiased", u), (kind, m)) if r[f"pop_{basin}"] == 0]
+                note = ""
                 if abs(diff) < 1e-12:  # equal but for rounding (both 0 or 1)
                     diff, z = 0.0, 0.0
+                elif unvisited:
+                    # Blocks that never visit a basin all say 0 ± 0: that is no error bar.
+                    z, note = float("nan"), f"never visited by {unvisited[0]}: no error bar there"
                 else:
                     z = diff / sigma if sigma > 1e-12 else float("inf")
                 rows.append({**dict(zip(keys, key)), "kind": kind, "basin": basin, "unbiased": u[f"pop_{basin}"],
-                             "compared": m[f"pop_{basin}"], "difference": diff, "combined_error": sigma, "z": z})
+                             "compared": m[f"pop_{basin}"], "difference": diff, "combined_error": sigma, "z": z,
+                             "note": note})
     return pd.DataFrame(rows)
 
 
@@ -139,7 +145,8 @@ def write_simulations_table(inputs: list[Path], out: Path, config: dict) -> list
             part = agreement[agreement.kind == kind].drop(columns="kind").rename(columns={"compared": kind})
             if len(part):
                 text += [f"## {title} against unbiased MD (same environment)", "",
-                         "z = difference / combined error; |z| ≤ 2 agrees within the error bars.", "",
+                         "z = difference / combined error; |z| ≤ 2 agrees within the error bars. A basin one "
+                         "run never visited has no error bar there (its blocks all give 0), so no z.", "",
                          part.to_markdown(index=False, floatfmt=".3g"), ""]
     md_path = out.with_suffix(".md")
     md_path.write_text("\n".join(text))
