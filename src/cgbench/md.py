@@ -43,6 +43,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Seconds between progress lines in the log within a chunk.
+HEARTBEAT_S = 60.0
 #: Names of the MD runs of a peptide: ``<environment>_<kind>``.
 RUNS = ("explicit_unbiased", "explicit_metad", "obc1_unbiased", "obc2_unbiased", "obc2_metad")
 
@@ -227,7 +229,7 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
         threads: Threads of the CPU platform.
         metadynamics: Bias settings, or ``None`` for an unbiased run.
         max_chunks: Stop after this many chunks in this call (a time-limited job); rerun to go on.
-        progress: Show a tqdm bar.
+        progress: Show a tqdm bar (frames; ns done and ns/day after each chunk).
 
     Returns:
         Summary: ``frames``, ``steps``, ``ns``, ``wall_s``, ``ns_per_day``, ``complete``.
@@ -284,16 +286,24 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
     advance = (lambda n: meta.step(simulation, n)) if meta else simulation.step
     frames_per_chunk = settings.chunk_steps // settings.report_interval
     ps_per_frame = settings.report_interval * settings.timestep * 1e-3
-    bar = tqdm(total=settings.n_chunks, initial=done, desc=out.name, unit="chunk", disable=not progress)
+    total_frames = settings.steps // settings.report_interval
+    bar = tqdm(total=total_frames, initial=done * frames_per_chunk, desc=out.name, unit="frame",
+               disable=not progress)
     stop = settings.n_chunks if max_chunks is None else min(settings.n_chunks, done + max_chunks)
     for k in range(done, stop):
         steps = min(settings.chunk_steps, settings.steps - k * settings.chunk_steps)
         n_frames = steps // settings.report_interval
         rows = []
-        started = time.perf_counter()
+        started = heartbeat = time.perf_counter()
         for _ in range(n_frames):
             advance(settings.report_interval)
             rows.append(_record(context, n_solute, unbiased_groups, bias_group, meta, simulation))
+            bar.update(1)
+            if time.perf_counter() - heartbeat > HEARTBEAT_S:  # a log line now and then in long chunks
+                heartbeat = time.perf_counter()
+                rate = len(rows) * ps_per_frame * 1e-3 / (heartbeat - started) * 86400
+                log.info("chunk %d/%d: %d/%d frames, %.0f ns/day", k + 1, settings.n_chunks, len(rows), n_frames,
+                         rate)
         wall += time.perf_counter() - started
         pos, forces, energy, bias, cvs = (np.asarray(column) for column in zip(*rows))
         first = k * frames_per_chunk
@@ -304,7 +314,6 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
                       openmm=np.frombuffer(context.createCheckpoint(), dtype=np.uint8),
                       bias_grid=meta._totalBias if meta else np.zeros(0))
         ns_done = (k * settings.chunk_steps + steps) * settings.timestep * 1e-6
-        bar.update(1)
         bar.set_postfix(ns=f"{ns_done:.3g}", ns_per_day=f"{ns_done / max(wall, 1e-9) * 86400:.0f}")
         log.info("chunk %d/%d: %d frames, %.3g ns done, %.0f ns/day", k + 1, settings.n_chunks, n_frames,
                  ns_done, ns_done / max(wall, 1e-9) * 86400)
