@@ -175,6 +175,7 @@ def test_dataset_shapes_units_and_mapping(ala2_run, tmp_path, resolution, beads,
         assert list(data["bead_names"]) == names
     assert data["kT"] == pytest.approx(GAS_CONSTANT * 300.0) and data["kT"] == pytest.approx(2.494, abs=1e-3)
     assert data["biased"] and data["resolution"] == resolution and data["run"] == "obc2_metad"
+    assert data["forces_valid"]
     np.testing.assert_array_equal(data["replica"], np.repeat([0, 1], 40))
     # Weights: normalised, the first quarter of each replica left out, each replica half the total.
     assert data["weights"].sum() == pytest.approx(1.0)
@@ -238,3 +239,11 @@ def test_metadynamics_of_a_toy_system_reweights_to_its_exact_populations():
     assert 0.05 < exact < 0.4
     assert (xs > 0).mean() > 0.3  # the bias flattened the barrier: both wells are visited often
     assert estimate == pytest.approx(exact, abs=0.04)
+
+
+def test_all_atom_dataset_of_constrained_md_has_no_forces(ala2_run):
+    """With bonds to hydrogen constrained no all-atom force map exists: NaN, flagged; heavy atoms map."""
+    all_atom = build_dataset(ala2_run, "all_atom", temperature=300.0, constraints="h_bonds", discard=0.0)
+    assert not all_atom["forces_valid"] and np.isnan(all_atom["forces"]).all()
+    heavy = build_dataset(ala2_run, "heavy_atom", temperature=300.0, constraints="h_bonds", discard=0.0)
+    assert heavy["forces_valid"] and np.isfinite(heavy["forces"]).all()

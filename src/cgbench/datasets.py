@@ -6,7 +6,9 @@ unbiased forces to the beads of a resolution (:func:`cgbench.resolutions.map_pos
 A dataset is one ``.npz`` (:func:`write_dataset`, :func:`load_dataset`) with:
 
 - ``positions`` (n_frames, n_beads, 3) float32, nm; ``forces`` (n_frames, n_beads, 3) float32,
-  kJ/mol/nm — mapped forces of the **unbiased** potential (noisy samples of the mean force);
+  kJ/mol/nm — mapped forces of the **unbiased** potential (noisy samples of the mean force); NaN
+  for ``all_atom`` when bonds to hydrogen were constrained (no force map exists; ``forces_valid``
+  is then False);
 - ``potential_energy`` (n_frames,) kJ/mol, all-atom and unbiased; ``bias_energy`` (n_frames,) kJ/mol,
   the metadynamics bias when the frame was saved (0 for unbiased runs);
 - ``weights`` (n_frames,): normalised importance weights of the unbiased ensemble — uniform for
@@ -46,7 +48,7 @@ def build_dataset(replica_dirs: list[str | Path], resolution: str, *, temperatur
     """
     from cgbench.diagnostics import final_bias_weights
     from cgbench.md import load_frames
-    from cgbench.resolutions import cg_mapping, map_forces, map_positions, phi_psi
+    from cgbench.resolutions import cg_mapping, map_positions, phi_psi
 
     if resolution not in DATASET_RESOLUTIONS:
         raise ValueError(f"resolution {resolution!r}: expected one of {DATASET_RESOLUTIONS}")
@@ -61,7 +63,7 @@ def build_dataset(replica_dirs: list[str | Path], resolution: str, *, temperatur
         phi, psi = (np.asarray(a) for a in phi_psi(positions, mapping))
         parts.append({
             "positions": positions,
-            "forces": np.asarray(map_forces(frames["forces"], mapping, constraints), np.float32),
+            "forces": _mapped_forces(frames["forces"], mapping, constraints),
             "potential_energy": frames["potential_energy"], "bias_energy": frames["bias_energy"],
             "cvs": frames["cvs"], "time_ps": frames["time_ps"], "phi": phi, "psi": psi,
             "replica": np.full(len(positions), index, np.int32), "bias_grid": frames["bias_grid"],
@@ -84,8 +86,19 @@ def build_dataset(replica_dirs: list[str | Path], resolution: str, *, temperatur
         data["weights"] = np.full(n, 1.0 / n)
     data.update(kT=np.float64(kT), atom_indices=np.asarray(mapping.atom_indices),
                 bead_names=np.asarray(mapping.bead_names), resolution=np.str_(resolution),
-                run=np.str_(run), peptide=np.str_(peptide), biased=np.bool_(biased))
+                run=np.str_(run), peptide=np.str_(peptide), biased=np.bool_(biased),
+                forces_valid=np.bool_(np.isfinite(data["forces"]).all()))
     return data
+
+
+def _mapped_forces(forces: np.ndarray, mapping, constraints: str) -> np.ndarray:
+    """Mapped forces, float32; NaN where no force map exists (``all_atom`` with bonds to hydrogen
+    constrained: both ends of a constraint are beads, see :func:`cgbench.resolutions.map_forces`)."""
+    from cgbench.resolutions import map_forces
+
+    if constraints == "h_bonds" and mapping.resolution == "all_atom":
+        return np.full((len(forces), mapping.n_beads, 3), np.nan, np.float32)
+    return np.asarray(map_forces(forces, mapping, constraints), np.float32)
 
 
 def write_dataset(data: dict, path: str | Path) -> Path:
@@ -106,4 +119,5 @@ def load_dataset(path: str | Path) -> dict:
         out[name] = str(out[name])
     out["kT"] = float(out["kT"])
     out["biased"] = bool(out["biased"])
+    out["forces_valid"] = bool(out["forces_valid"])
     return out
