@@ -247,3 +247,23 @@ def test_all_atom_dataset_of_constrained_md_has_no_forces(ala2_run):
     assert not all_atom["forces_valid"] and np.isnan(all_atom["forces"]).all()
     heavy = build_dataset(ala2_run, "heavy_atom", temperature=300.0, constraints="h_bonds", discard=0.0)
     assert heavy["forces_valid"] and np.isfinite(heavy["forces"]).all()
+
+
+@pytest.mark.parametrize("scale, steps, chunk, chunks", [
+    (1.0, 2000, 500, 4),     # smoke obc2_metad: 2000 steps in chunks of 500
+    (0.3, 600, 500, 2),      # scaled down: whole frames (of 50 steps), last chunk shorter
+    (0.001, None, None, None),  # below one frame: refused
+])
+def test_md_settings_scale_to_whole_frames(scale, steps, chunk, chunks):
+    from cgbench.config import load_config
+    from cgbench.md import md_settings_from_config
+
+    config = load_config(preset="smoke")
+    peptide = Peptide(name="ala2", sequence="A", md_steps_scale=scale)
+    if steps is None:
+        with pytest.raises(ValueError, match="below one frame"):
+            md_settings_from_config(config, "obc2_metad", peptide)
+        return
+    settings = md_settings_from_config(config, "obc2_metad", peptide)
+    assert (settings.steps, settings.chunk_steps, settings.n_chunks) == (steps, chunk, chunks)
+    assert settings.temperature == 300.0 and settings.timestep == 1.0
