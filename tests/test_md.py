@@ -103,6 +103,18 @@ def test_checkpoint_of_other_settings_is_not_resumed(ala2, tmp_path):
     np.testing.assert_allclose(load_frames(tmp_path)["time_ps"], 0.05 * np.arange(1, 21))
 
 
+def test_unreadable_checkpoint_is_set_aside(ala2, tmp_path):
+    peptide, topology, positions, system = ala2
+    n = topology.getNumAtoms()
+    run_md(system, topology, positions, n, settings(), tmp_path, seed=5, max_chunks=1, progress=False)
+    (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    summary = run_md(system, topology, positions, n, settings(), tmp_path, seed=5, progress=False)
+    assert summary["complete"] and summary["frames"] == 40
+    assert (tmp_path / "checkpoint.corrupt.npz").read_bytes() == b"not a checkpoint"
+    run_md(system, topology, positions, n, settings(), tmp_path / "clean", seed=5, progress=False)
+    _same_frames(tmp_path, tmp_path / "clean")
+
+
 def test_killed_md_job_resumes_from_its_checkpoint(ala2, tmp_path):
     """The command line as the workflow runs it, killed with SIGKILL mid-run, then rerun: the
     result equals an uninterrupted run, and the provenance records the run."""

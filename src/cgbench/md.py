@@ -261,9 +261,18 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
 
     fingerprint = json.dumps({"settings": settings_record(settings, metadynamics), "seed": seed,
                               "platform": platform, "atoms": system.getNumParticles()}, sort_keys=True)
-    if checkpoint_path.exists() and str(np.load(checkpoint_path)["fingerprint"]) != fingerprint:
-        log.warning("%s: the checkpoint was made with other settings; starting afresh", out)
-        checkpoint_path.unlink()
+    if checkpoint_path.exists():
+        try:
+            with np.load(checkpoint_path) as saved:
+                same = str(saved["fingerprint"]) == fingerprint
+        except Exception as error:  # unreadable: keep it for inspection, start afresh
+            checkpoint_path.replace(checkpoint_path.with_name("checkpoint.corrupt.npz"))
+            log.warning("%s: the checkpoint cannot be read (%s); moved to checkpoint.corrupt.npz, starting afresh",
+                        out, error)
+        else:
+            if not same:
+                log.warning("%s: the checkpoint was made with other settings; starting afresh", out)
+                checkpoint_path.unlink()
     if checkpoint_path.exists():
         saved = np.load(checkpoint_path)
         done, wall = int(saved["chunks"]), float(saved["wall_s"])
