@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cgbench.langevin import (BOLTZMANN, LangevinState, baoab_step, init_state, kinetic_energy,
+from cgbench.langevin import (LangevinState, baoab_step, init_state, kinetic_energy,
                               masses_from_system, run_langevin)
+from cgbench.units import GAS_CONSTANT
 
 SIGMAS = 4.0
 
@@ -44,7 +45,7 @@ def test_harmonic_moments(omega_dt, steps):
     dt = omega_dt / OMEGA
     burn_in = int(1.0 / dt)  # 1 ps = 20/ω = 20/γ
     report = 10
-    kT = BOLTZMANN * TEMPERATURES[:, None, None]
+    kT = GAS_CONSTANT * TEMPERATURES[:, None, None]
     x0 = jnp.zeros((len(TEMPERATURES), N_PARTICLES, 3), jnp.float32)
     out = run_langevin(harmonic_forces, x0, steps=burn_in // report * report + steps, report_interval=report,
                        dt=dt, friction=OMEGA, temperature=TEMPERATURES, masses=MASSES, key=jax.random.key(1))
@@ -247,7 +248,7 @@ def test_ala2_obc2_matches_openmm_langevin_middle(ala2_obc2):
     print(f"<U> JAX {jax_mean:.2f} ± {jax_error:.2f}, OpenMM {openmm_mean:.2f} ± {openmm_error:.2f} kJ/mol")
     assert abs(jax_mean - openmm_mean) < SIGMAS * combined, (jax_mean, openmm_mean, combined)
 
-    temperature = 2 * kinetic / (3 * len(masses) * BOLTZMANN)  # no constraints, no COM removal: 66 dof
+    temperature = 2 * kinetic / (3 * len(masses) * GAS_CONSTANT)  # no constraints, no COM removal: 66 dof
     t_mean, t_error = _replica_means(temperature)
     print(f"kinetic temperature {t_mean:.2f} ± {t_error:.2f} K")
     assert abs(t_mean - TEMPERATURE) < SIGMAS * t_error, (t_mean, t_error)

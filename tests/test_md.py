@@ -12,11 +12,12 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from cgbench.datasets import GAS_CONSTANT, build_dataset, load_dataset, write_dataset
+from cgbench.datasets import build_dataset, load_dataset, write_dataset
 from cgbench.diagnostics import final_bias_weights
 from cgbench.md import MDSettings, MetadynamicsSettings, load_frames, run_md
 from cgbench.peptides import Peptide, build_peptide, pdb_text
 from cgbench.systems import create_system, energy_and_forces, save_system
+from cgbench.units import GAS_CONSTANT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -279,3 +280,10 @@ def test_md_settings_scale_to_whole_frames(scale, steps, chunk, chunks):
     settings = md_settings_from_config(config, "obc2_metad", peptide)
     assert (settings.steps, settings.chunk_steps, settings.n_chunks) == (steps, chunk, chunks)
     assert settings.temperature == 300.0 and settings.timestep == 1.0
+
+
+def test_gas_constant_is_openmms():
+    import openmm.unit as unit
+
+    r = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)
+    assert GAS_CONSTANT == pytest.approx(r, rel=1e-12)

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from cgbench.nuts import run_nuts_chains
-from cgbench.peptide_nuts import GAS_CONSTANT, load_peptide_nuts, run_peptide_nuts, write_peptide_nuts
+from cgbench.peptide_nuts import load_peptide_nuts, run_peptide_nuts, write_peptide_nuts
+from cgbench.units import GAS_CONSTANT
 
 TEMPERATURE = 300.0
 #: Recorded states per batch for batch-means standard errors (≥ the autocorrelation time here).

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-#: Molar gas constant, kJ/mol/K (kT = R·T).
-GAS_CONSTANT = 0.00831446261815324
+from cgbench.units import GAS_CONSTANT
+
 #: Resolutions datasets are made for (``backbone`` is ECG's split of these, not a dataset of its own).
 DATASET_RESOLUTIONS = ("all_atom", "heavy_atom", "core_beta")
 

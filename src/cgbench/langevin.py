@@ -31,7 +31,7 @@ from the stiff modes.)
 
 Units: positions nm, velocities nm/ps, time ps, forces kJ/mol/nm, energies kJ/mol, masses amu
 (g/mol; 1 kJ/mol = 1 amu nm²/ps², so F/m is in nm/ps²), friction 1/ps, temperature K; kT is
-in kJ/mol (``kT = BOLTZMANN * T``).
+in kJ/mol (``kT = GAS_CONSTANT * T``).
 
 Speed (ala2 all-atom, 22 atoms, 1 fs, one report per 100 steps; medians of 5 × 100 steps,
 measured by hand on the 2-core CPU machine while another job kept it at a load average of 5-7,
@@ -65,8 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-#: Molar gas constant, kJ/mol/K (OpenMM's ``BOLTZMANN_CONSTANT_kB * AVOGADRO_CONSTANT_NA``).
-BOLTZMANN = 0.00831446261815324
+from cgbench.units import GAS_CONSTANT
 
 
 class LangevinState(NamedTuple):
@@ -208,7 +207,7 @@ def run_langevin(forces_fn, positions: Float[Array, "B n 3"] | LangevinState, *,
         report_interval: Steps between saved frames (the start is not saved).
         dt: Time step, ps.
         friction: Collision rate, 1/ps.
-        temperature: Bath temperature, K; scalar or per replica ``(B,)`` (kT = BOLTZMANN · T kJ/mol).
+        temperature: Bath temperature, K; scalar or per replica ``(B,)`` (kT = GAS_CONSTANT · T kJ/mol).
         masses: amu, shape ``(n,)``.
         key: PRNG key (split once per step; first split for the velocities if they are drawn).
         velocities: nm/ps, ``(B, n, 3)``; drawn from Maxwell–Boltzmann at ``temperature`` if not
@@ -225,7 +224,7 @@ def run_langevin(forces_fn, positions: Float[Array, "B n 3"] | LangevinState, *,
     """
     if report_interval < 1 or steps < 0 or steps % report_interval:
         raise ValueError(f"steps {steps} must be a non-negative multiple of report_interval {report_interval}")
-    kT = BOLTZMANN * jnp.asarray(temperature)
+    kT = GAS_CONSTANT * jnp.asarray(temperature)
     if isinstance(positions, LangevinState):
         if velocities is not None:
             raise ValueError("velocities are taken from the state; do not pass them as well")

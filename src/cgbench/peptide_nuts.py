@@ -3,7 +3,7 @@
 :func:`run_peptide_nuts` samples the configurational Boltzmann density
 p(x) ∝ exp(−U(x)/kT) of *all* atoms of a non-periodic OpenMM system (vacuum, OBC1, OBC2) with
 U the JAX energy of :mod:`cgbench.energy` (float64 by default) and kT = R·T,
-R = :data:`GAS_CONSTANT` = 0.00831446261815324 kJ/mol/K (kT = 2.494 kJ/mol at 300 K). The
+R = :data:`cgbench.units.GAS_CONSTANT` = 0.00831446261815324 kJ/mol/K (kT = 2.494 kJ/mol at 300 K). The
 sampler is :func:`cgbench.nuts.run_nuts_chains`: window adaptation of step size and diagonal mass
 matrix on the first chain, shared by all chains, a short per-chain burn-in, then the recorded
 states. Chains start from one structure (e.g. the minimised one) plus independent seeded
@@ -55,9 +55,7 @@ import jax.random as jr
 import numpy as np
 
 from cgbench.nuts import MAX_NUM_DOUBLINGS, run_nuts_chains
-
-#: Molar gas constant, kJ/mol/K: kT = GAS_CONSTANT · T.
-GAS_CONSTANT = 0.00831446261815324
+from cgbench.units import GAS_CONSTANT
 #: Standard deviation of the Gaussian noise added to the start structure per chain, nm.
 START_NOISE_NM = 0.002
 #: Diagnostics stored as scalars in the .npz of :func:`write_peptide_nuts`.
