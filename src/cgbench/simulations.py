@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cgbench.diagnostics import BASINS, assign_basins, basin_populations, dihedral_figure, phi_transitions
+from cgbench.evaluate import kish_ess_fraction
 from cgbench.md import run_environment
 
 COLUMNS = ["peptide", "environment", "kind", "residue", "replicas", "frames", "ns", "ns_per_day",
@@ -29,15 +30,13 @@ COLUMNS = ["peptide", "environment", "kind", "residue", "replicas", "frames", "n
                                                                                  (f"pop_{b}", "_err"))]
 
 
-def _kish(weights: np.ndarray) -> float:
-    return float(weights.sum() ** 2 / (weights ** 2).sum() / len(weights))
-
-
 def diagnostics_rows(peptide: str, run: str, phi: np.ndarray, psi: np.ndarray, weights: np.ndarray,
                      replica: np.ndarray, *, blocks: int, ns: float, ns_per_day: float) -> list[dict]:
     """One row per residue. ``phi``/``psi`` (n_frames, n_residues) rad, ``weights`` (n_frames,)."""
     kind = "nuts" if run == "nuts" else run.split("_", 1)[1]
     environment = run_environment(run) if run != "nuts" else "nuts"
+    with np.errstate(divide="ignore"):  # discarded frames have weight 0
+        ess = kish_ess_fraction(np.log(weights))
     rows = []
     for r in range(phi.shape[1]):
         labels = assign_basins(phi[:, r], psi[:, r])
@@ -45,7 +44,7 @@ def diagnostics_rows(peptide: str, run: str, phi: np.ndarray, psi: np.ndarray, w
         row = {"peptide": peptide, "environment": environment, "kind": kind, "residue": r,
                "replicas": int(len(np.unique(replica))), "frames": int(len(labels)), "ns": ns,
                "ns_per_day": ns_per_day, "transitions": phi_transitions(phi[:, r], replica=replica),
-               "ess_fraction": _kish(weights)}
+               "ess_fraction": ess}
         for name, p, e in zip(BASINS, pops, errs):
             row[f"pop_{name}"], row[f"pop_{name}_err"] = float(p), float(e)
         rows.append(row)
