@@ -8,7 +8,7 @@ min_version("9.0")
 
 from cgbench.config import ConfigError, config_hash, resolve, write_resolved
 from cgbench.datasets import DATASET_RESOLUTIONS
-from cgbench.md import RUNS as MD_RUNS, run_environment
+from cgbench.md import RUNS as MD_RUNS, run_environment, run_is_biased
 from cgbench.systems import platform_name
 from cgbench.peptides import peptide_from_config
 from cgbench.report import synthetic_figure_kinds
@@ -109,7 +109,7 @@ def md_run_settings(wildcards):
     keys = ["timestep", "friction", "report_interval", "chunk_steps", "equilibration_steps", "minimisation_tolerance"]
     settings = {key: md[key] for key in keys}
     settings["run"] = md["runs"][wildcards.run]
-    if wildcards.run.endswith("_metad"):
+    if run_is_biased(wildcards.run):
         settings["metadynamics"] = md["metadynamics"]
     return json.dumps({"peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(), "md": settings,
                        "device": CONFIG["device"], "seed": CONFIG["seed"]}, sort_keys=True)

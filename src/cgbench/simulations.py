@@ -23,7 +23,7 @@ import pandas as pd
 
 from cgbench.diagnostics import BASINS, assign_basins, basin_populations, dihedral_figure, phi_transitions
 from cgbench.evaluate import kish_ess_fraction
-from cgbench.md import run_environment
+from cgbench.md import run_environment, run_is_biased
 
 COLUMNS = ["peptide", "environment", "kind", "residue", "replicas", "frames", "ns", "ns_per_day",
            "transitions", "ess_fraction"] + [f"{c}{s}" for b in BASINS for c, s in ((f"pop_{b}", ""),
@@ -80,7 +80,7 @@ def run_diagnostics(peptide: str, run: str, dataset: Path, replica_dirs: list[Pa
     pd.DataFrame(rows, columns=COLUMNS).to_csv(out, index=False)
     runs = [{"label": f"{run} replica {c}" if run != "nuts" else f"NUTS chain {c}",
              "time_ns": time_ns[replica == c], "phi": phi[replica == c, 0], "psi": psi[replica == c, 0],
-             "weights": weights[replica == c] if run.endswith("_metad") else None}
+             "weights": weights[replica == c] if run != "nuts" and run_is_biased(run) else None}
             for c in np.unique(replica)]
     dihedral_figure(runs, figure, title=f"{peptide} {run}: φ, ψ of residue 0",
                     time_label="recorded NUTS state" if run == "nuts" else "time (ns)")
