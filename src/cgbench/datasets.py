@@ -119,5 +119,6 @@ def load_dataset(path: str | Path) -> dict:
         out[name] = str(out[name])
     out["kT"] = float(out["kT"])
     out["biased"] = bool(out["biased"])
-    out["forces_valid"] = bool(out["forces_valid"])
+    # Datasets written before the flag existed: derive it from the forces.
+    out["forces_valid"] = bool(out["forces_valid"]) if "forces_valid" in out else bool(np.isfinite(out["forces"]).all())
     return out
