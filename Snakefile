@@ -18,6 +18,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/peptides.smk"
 include: "rules/md.smk"
+include: "rules/pmf.smk"
 include: "rules/nuts.smk"
 include: "rules/ecg.smk"
 include: "rules/evaluate.smk"
@@ -35,3 +36,4 @@ rule all:
         PEPTIDE_SYSTEMS,
         MD_OUTPUTS,
         SIMULATION_TABLES if SIMULATION_INPUTS else [],
+        PMF_OUTPUTS,

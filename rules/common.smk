@@ -11,6 +11,7 @@ from cgbench.datasets import DATASET_RESOLUTIONS
 from cgbench.md import RUNS as MD_RUNS, run_environment, run_is_biased
 from cgbench.systems import platform_name
 from cgbench.peptides import peptide_from_config
+from cgbench.pmf_training import DATA_SOURCES as PMF_DATA_SOURCES, data_run
 from cgbench.report import synthetic_figure_kinds
 from cgbench.tempering import METHOD_OF_SCHEDULE
 
@@ -51,6 +52,12 @@ SIMULATION_TABLES = [f"{RESULTS}/tables/simulations.csv", f"{RESULTS}/tables/sim
 SYNTHETIC_TABLES = [f"{RESULTS}/tables/{name}" for name in
                     ("synthetic.csv", "synthetic.md", "tempering.csv", "tempering.md")]
 TIMING_TABLES = [f"{RESULTS}/tables/timing.csv", f"{RESULTS}/tables/timing.md"]
+PEPTIDE_PMF = f"{RESULTS}/peptides/{{peptide}}/pmf/{{resolution}}/{{data}}"
+PEPTIDE_PMF_FIGURE = f"{RESULTS}/figures/{{peptide}}_pmf.png"
+MULLER_BROWN_DATA = f"{RESULTS}/muller_brown/data/{{data}}.npz"
+MULLER_BROWN_PMF = f"{RESULTS}/muller_brown/pmf/{{data}}"
+MULLER_BROWN_PMF_FIGURE = f"{RESULTS}/figures/muller_brown_pmf.png"
+PMF_TABLES = [f"{RESULTS}/tables/pmf.csv", f"{RESULTS}/tables/pmf.md"]
 # Snakemake benchmark file of every job of the enabled stages (results/benchmarks/<rule>/<job>.tsv):
 # each rules file adds its own after the rule; rules/timing.smk gathers them into timing.csv.
 BENCHMARKS = []
@@ -64,6 +71,7 @@ wildcard_constraints:
     run="|".join(MD_RUNS),
     replica=r"\d+",
     resolution="|".join(DATASET_RESOLUTIONS),
+    data="|".join(PMF_DATA_SOURCES),
 
 
 def ecg_methods(target):
@@ -157,3 +165,59 @@ MD_OUTPUTS = [out for p in PEPTIDES for run in md_runs(p) for out in
 MD_OUTPUTS += [NUTS_FIGURE.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)]
 SIMULATION_INPUTS = ([SIMULATION_ROWS.format(peptide=p, run=run) for p in PEPTIDES for run in md_runs(p)]
                      + [NUTS_ROWS.format(peptide=p) for p in PEPTIDES if peptide_nuts_enabled(p)])
+
+
+# ----------------------------------------------------------------------------- PMFs (rules/pmf.smk)
+PMF_ENVIRONMENT = CONFIG["pmf"]["environment"]
+
+
+def pmf_peptides():
+    """Peptides whose MD provides the PMF data and the reference: the PMF environment's runs."""
+    needed = {data_run("unbiased", PMF_ENVIRONMENT), *(data_run(d, PMF_ENVIRONMENT) for d in CONFIG["pmf"]["data"])}
+    return [p for p in PEPTIDES if CONFIG["pmf"]["resolutions"] and needed <= set(md_runs(p))]
+
+
+PMF_PEPTIDES = pmf_peptides()
+
+
+def pmf_combinations(peptide):
+    """(resolution, data) of every PMF of a peptide."""
+    return [(r, d) for r in CONFIG["pmf"]["resolutions"] for d in CONFIG["pmf"]["data"]]
+
+
+def pmf_dataset(wildcards):
+    """Training data of a PMF (and the start frames of its CG MD)."""
+    return CG_DATASET.format(peptide=wildcards.peptide, resolution=wildcards.resolution,
+                             run=data_run(wildcards.data, PMF_ENVIRONMENT))
+
+
+def pmf_cut_dataset(wildcards):
+    """PMF_U's data are cut to the biased run's length per replica: that run's dataset (or none)."""
+    biased = data_run("biased", PMF_ENVIRONMENT)
+    if wildcards.data != "unbiased" or biased not in md_runs(wildcards.peptide):
+        return []
+    return CG_DATASET.format(peptide=wildcards.peptide, resolution=wildcards.resolution, run=biased)
+
+
+def pmf_reference_dataset(wildcards, resolution=None):
+    """The reference MD of the PMF checks: all of the environment's unbiased run."""
+    return CG_DATASET.format(peptide=wildcards.peptide, resolution=resolution or wildcards.resolution,
+                             run=data_run("unbiased", PMF_ENVIRONMENT))
+
+
+def pmf_settings(system, data, part):
+    """What a PMF job depends on, as params: its block of the config (and the peptide's settings)."""
+    if system == "muller_brown":
+        spec = CONFIG["muller_brown"]["data" if part == "data" else "pmf"]
+    else:
+        spec = {"peptide": peptide_from_config(system, CONFIG).to_dict(), "environment": PMF_ENVIRONMENT,
+                "pmf": {k: v for k, v in CONFIG["pmf"].items() if part == "cg_md" or k != "cg_md"}}
+    return json.dumps({"spec": spec, "data": data, "seed": CONFIG["seed"], "device": CONFIG["device"]},
+                      sort_keys=True)
+
+
+PMF_FOLDERS = ([MULLER_BROWN_PMF.format(data=d) for d in CONFIG["pmf"]["data"]]
+               + [PEPTIDE_PMF.format(peptide=p, resolution=r, data=d) for p in PMF_PEPTIDES
+                  for r, d in pmf_combinations(p)])
+PMF_OUTPUTS = (PMF_TABLES + [PEPTIDE_PMF_FIGURE.format(peptide=p) for p in PMF_PEPTIDES]
+               + ([MULLER_BROWN_PMF_FIGURE] if CONFIG["pmf"]["data"] else [])) if PMF_FOLDERS else []

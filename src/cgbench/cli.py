@@ -12,6 +12,11 @@
     cgbench cg-dataset --peptide ala2 --run obc2_metad --resolution core_beta --replicas DIR ... --out FILE.npz
     cgbench simulations --peptide ala2 --run obc2_metad --dataset FILE.npz --replicas DIR ... --out FILE.csv --figure FILE.png
     cgbench peptide-nuts --peptide ala2 --structure FILE.pdb --system FILE.xml --out FILE.npz
+    cgbench muller-brown-data --data biased --out results/muller_brown/data/biased.npz
+    cgbench pmf-train  --system ala2 --resolution core_beta --data biased --dataset FILE.npz --structure FILE.pdb --out DIR
+    cgbench pmf-validate --system ala2 --resolution core_beta --data biased --model DIR --start FILE.npz --reference FILE.npz --structure FILE.pdb --out DIR
+    cgbench pmf-table  --inputs DIR ... --out results/tables/pmf.csv
+    cgbench pmf-figure --system ala2 --runs core_beta:biased=cg_md.npz ... --reference FILE.npz --out FILE.png
     cgbench parity     --sequence KGP --solvent obc2 --samples 100   (JAX energy vs OpenMM; JSON)
     cgbench timing     --root results/benchmarks --inputs A.tsv ... --out results/tables/timing.csv
     cgbench bench      [--fail-above 25] [--tag TAG] [--no-save] [-- PYTEST-ARGS]
@@ -254,6 +259,103 @@ def cmd_peptide_nuts(args, config):
     log.info("wrote %s", path)
 
 
+def _pmf_mapping(structure: str, resolution: str):
+    from cgbench.peptides import load_structure
+    from cgbench.resolutions import cg_mapping
+
+    return cg_mapping(load_structure(structure)[0], resolution)
+
+
+def cmd_muller_brown_data(args, config):
+    import jax.random as jr
+
+    from cgbench import muller_brown as mb
+    from cgbench.provenance import write_sidecar
+
+    spec = config["muller_brown"]
+    seed = _run_seed(config, "muller_brown", args.data)
+    biased = args.data == "biased"
+    data = mb.generate_data(biased=biased, key=jr.key(seed), **spec["data"])
+    mb.write_data(args.out, data)
+    write_sidecar(args.out, config, seed=seed, data=args.data, frames=len(data["positions"]), **spec["data"])
+    log.info("wrote %s: %d frames", args.out, len(data["positions"]))
+
+
+def cmd_pmf_train(args, config):
+    from cgbench.datasets import load_dataset
+    from cgbench.pmf_training import replica_duration_ps, train_muller_brown_pmf, train_peptide_pmf
+    from cgbench.peptides import peptide_from_config
+    from cgbench.provenance import write_sidecar
+
+    seed = _run_seed(config, args.system, "pmf", args.resolution or "x", args.data)
+    if args.system == "muller_brown":
+        from cgbench import muller_brown as mb
+
+        summary = train_muller_brown_pmf(mb.load_data(args.dataset), spec=config["muller_brown"]["pmf"], seed=seed,
+                                         out=args.out, progress=not args.no_progress)
+        extra = {}
+    else:
+        peptide = peptide_from_config(args.system, config)
+        dataset = load_dataset(args.dataset)
+        max_time_ps = replica_duration_ps(load_dataset(args.cut_to)) if args.cut_to else None
+        if max_time_ps is not None:
+            log.info("unbiased data cut to the biased run's %.1f ps per replica", max_time_ps)
+        summary = train_peptide_pmf(dataset, _pmf_mapping(args.structure, args.resolution), spec=config["pmf"],
+                                    kT=dataset["kT"], seed=seed, out=args.out, max_time_ps=max_time_ps,
+                                    progress=not args.no_progress)
+        extra = {"peptide": peptide.to_dict(), "resolution": args.resolution, "dataset": args.dataset}
+    summary = {k: v for k, v in summary.items() if k != "floor"}
+    write_sidecar(Path(args.out) / "model.eqx", config, seed=seed, data=args.data, **extra, **summary)
+
+
+def cmd_pmf_validate(args, config):
+    from cgbench.pmf_evaluation import validate_muller_brown_pmf, validate_peptide_pmf
+    from cgbench.provenance import write_sidecar
+
+    out = Path(args.out)
+    model = Path(args.model) / "model.eqx"
+    seed = _run_seed(config, args.system, "cg_md", args.resolution or "x", args.data)
+    if args.system == "muller_brown":
+        summary = validate_muller_brown_pmf(model, out=out)
+    else:
+        from cgbench.datasets import load_dataset
+        from cgbench.peptides import peptide_from_config
+
+        peptide = peptide_from_config(args.system, config)
+        summary = validate_peptide_pmf(model, load_dataset(args.start), load_dataset(args.reference),
+                                       _pmf_mapping(args.structure, args.resolution), spec=config["pmf"]["cg_md"],
+                                       temperature=peptide.temperature, seed=seed, out=out,
+                                       progress=not args.no_progress)
+    write_sidecar(out / "validation.json", config, seed=seed, system=args.system, data=args.data,
+                  resolution=args.resolution, **{k: v for k, v in summary.items() if not isinstance(v, list)})
+
+
+def cmd_pmf_table(args, config):
+    from cgbench.pmf_evaluation import write_pmf_table
+
+    for p in write_pmf_table(args.inputs, args.out, config):
+        log.info("wrote %s", p)
+
+
+def cmd_pmf_figure(args, config):
+    from cgbench.pmf_evaluation import muller_brown_pmf_figure, peptide_pmf_figure
+    from cgbench.provenance import write_sidecar
+
+    runs = {}
+    for item in args.runs:
+        name, _, path = item.partition("=")
+        runs[tuple(name.split(":")) if ":" in name else name] = path
+    if args.system == "muller_brown":
+        path = muller_brown_pmf_figure(runs, args.out)
+    else:
+        from cgbench.datasets import load_dataset
+
+        reference = load_dataset(args.reference)
+        path = peptide_pmf_figure(args.system, runs, reference, args.out, kT=reference["kT"])
+    write_sidecar(path, config, seed=config["seed"], system=args.system, inputs=args.runs)
+    log.info("wrote %s", path)
+
+
 def cmd_parity(args, config):
     """JAX energy vs OpenMM Reference on sampled configurations; JSON on stdout, 1 above tolerance."""
     import json
@@ -297,7 +399,7 @@ def cmd_bench(args, config):
 
 
 # Subcommands that never touch JAX (no device selection, no JAX import).
-NO_DEVICE = {"validate", "timing", "bench", "md", "simulations-table"}
+NO_DEVICE = {"validate", "timing", "bench", "md", "simulations-table", "pmf-table"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +508,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", required=True, help="OpenMM system .xml of the implicit solvent")
     p.add_argument("--out", required=True, help="samples .npz")
     p.set_defaults(func=cmd_peptide_nuts)
+
+    p = sub.add_parser("muller-brown-data", help="Langevin data of Müller-Brown, unbiased or with the static bias")
+    p.add_argument("--data", required=True, choices=["biased", "unbiased"])
+    p.add_argument("--out", required=True, help="data .npz")
+    p.set_defaults(func=cmd_muller_brown_data)
+
+    p = sub.add_parser("pmf-train", help="force-match a PMF (a peptide at a resolution, or Müller-Brown); resumes")
+    p.add_argument("--system", required=True, help="peptide name, or muller_brown")
+    p.add_argument("--resolution", choices=["core_beta", "heavy_atom", "all_atom"], help="peptides only")
+    p.add_argument("--data", required=True, choices=["biased", "unbiased"])
+    p.add_argument("--dataset", required=True, help="CG dataset .npz (Müller-Brown: data .npz)")
+    p.add_argument("--cut-to", help="dataset whose replica length cuts this one's replicas (PMF_U)")
+    p.add_argument("--structure", help="structure .pdb (peptides: the bead topology)")
+    p.add_argument("--out", required=True, help="output folder (model.eqx, model.json, history.csv, training.json)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pmf_train)
+
+    p = sub.add_parser("pmf-validate", help="CG MD with a PMF against the reference MD (Müller-Brown: exact PMF)")
+    p.add_argument("--system", required=True, help="peptide name, or muller_brown")
+    p.add_argument("--resolution", choices=["core_beta", "heavy_atom", "all_atom"], help="peptides only")
+    p.add_argument("--data", required=True, choices=["biased", "unbiased"])
+    p.add_argument("--model", required=True, help="folder of pmf-train")
+    p.add_argument("--start", help="dataset the CG MD replicas start from")
+    p.add_argument("--reference", help="dataset of the reference MD")
+    p.add_argument("--structure", help="structure .pdb")
+    p.add_argument("--out", required=True, help="output folder (validation.json, cg_md.npz | curves.npz)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pmf_validate)
+
+    p = sub.add_parser("pmf-table", help="gather PMF folders into results/tables/pmf.csv|md")
+    p.add_argument("--inputs", nargs="+", required=True, help="pmf-train folders (with validation/)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_pmf_table)
+
+    p = sub.add_parser("pmf-figure", help="free energy from CG MD vs reference (Müller-Brown: learned vs exact PMF)")
+    p.add_argument("--system", required=True, help="peptide name, or muller_brown")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="RESOLUTION:DATA=cg_md.npz (peptides) or DATA=curves.npz (Müller-Brown)")
+    p.add_argument("--reference", help="reference dataset .npz (peptides)")
+    p.add_argument("--out", required=True, help="figure .png")
+    p.set_defaults(func=cmd_pmf_figure)
 
     p = sub.add_parser("tables", help="gather evaluations into results/tables")
     p.add_argument("--inputs", nargs="+", required=True)

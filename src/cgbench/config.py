@@ -98,6 +98,17 @@ def _semantic_messages(config: dict) -> list[str]:
         if residue >= len(entry["sequence"]):
             out.append(f"md.metadynamics.residue: {residue} is past the last residue of peptides.{name} "
                        f"({entry['sequence']!r}; 0 is the first)")
+    pmf = config["pmf"]
+    if pmf["data"] and pmf["resolutions"]:
+        needed = [f"{pmf['environment']}_unbiased"] + ([f"{pmf['environment']}_metad"] if "biased" in pmf["data"] else [])
+        for run in needed:
+            if md["runs"][run]["steps"] == 0 or md["runs"][run]["replicas"] == 0:
+                out.append(f"pmf.environment: {pmf['environment']!r} needs md.runs.{run} (PMF data or reference), "
+                           "which has no steps or replicas")
+    cg_md = pmf["cg_md"]
+    if cg_md["steps"] % cg_md["report_interval"]:
+        out.append(f"pmf.cg_md.steps: {cg_md['steps']} is not a multiple of pmf.cg_md.report_interval "
+                   f"{cg_md['report_interval']}")
     for name, block in config["ecg"].items():
         t = block["tempering"]
         if t["beta_0"] > t["beta_target"]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import optax
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cgbench.atomic import atomic_write_bytes, atomic_write_json
 from cgbench.conditional import ConditionalSampler, mean_force
 from cgbench.flows import flow_from_settings
 from cgbench.gradient_guard import gradient_guard, reset_history
@@ -112,17 +112,6 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
     return update
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
-
-
 def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: str | Path, *,
               seed: int, max_updates: int | None = None, progress: bool = True) -> dict | None:
     """Train (or resume) an ECG flow for ``target`` and save the model at every β.
@@ -186,8 +175,8 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
     base_key = jr.key(seed)
 
     def save_checkpoint():
-        _atomic_write_bytes(ckpt_eqx, lambda f: eqx.tree_serialise_leaves(f, (params, opt_state)))
-        _atomic_write_json(ckpt_json, state)
+        atomic_write_bytes(ckpt_eqx, lambda f: eqx.tree_serialise_leaves(f, (params, opt_state)))
+        atomic_write_json(ckpt_json, state)
 
     # In a log file (not a terminal) refresh rarely, so that logs stay readable.
     bar = tqdm(total=total, initial=state["update"], disable=not progress,
@@ -234,7 +223,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
         # The model at this β is converged: keep it, then choose the next β.
         index = state["step"]
         model_path = out / "models" / f"beta_{index:04d}.eqx"
-        _atomic_write_bytes(model_path, lambda f: eqx.tree_serialise_leaves(f, params))
+        atomic_write_bytes(model_path, lambda f: eqx.tree_serialise_leaves(f, params))
         state["wall_s"] += time.perf_counter() - started
         started = time.perf_counter()
         state["models"] = [m for m in state["models"] if m["index"] != index]  # idempotent on resume
@@ -262,7 +251,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
     index_doc = {"schedule": schedule, "seed": seed, "run_hash": run_hash, "dim_z": target.dim_z,
                  "flow": settings["flow"], "energy_evaluations_per_update": evaluations_per_update,
                  "models": state["models"]}
-    _atomic_write_json(out / "models.json", index_doc)
+    atomic_write_json(out / "models.json", index_doc)
     return index_doc
 
 

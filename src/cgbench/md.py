@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cgbench.atomic import atomic_savez
+
 log = logging.getLogger(__name__)
 
 #: Seconds between progress lines in the log within a chunk.
@@ -186,12 +188,6 @@ def _restore_bias(meta, bias: np.ndarray, context) -> None:
     meta._force.updateParametersInContext(context)
 
 
-def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def _chunk_path(out: Path, k: int) -> Path:
     return out / "chunks" / f"chunk_{k:05d}.npz"
 
@@ -316,10 +312,10 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
         wall += time.perf_counter() - started
         pos, forces, energy, bias, cvs = (np.asarray(column) for column in zip(*rows))
         first = k * frames_per_chunk
-        _atomic_savez(_chunk_path(out, k), positions=pos.astype(np.float32), forces=forces.astype(np.float32),
+        atomic_savez(_chunk_path(out, k), positions=pos.astype(np.float32), forces=forces.astype(np.float32),
                       potential_energy=energy, bias_energy=bias, cvs=cvs,
                       time_ps=(first + 1 + np.arange(n_frames)) * ps_per_frame)
-        _atomic_savez(checkpoint_path, chunks=k + 1, wall_s=wall, fingerprint=np.str_(fingerprint),
+        atomic_savez(checkpoint_path, chunks=k + 1, wall_s=wall, fingerprint=np.str_(fingerprint),
                       openmm=np.frombuffer(context.createCheckpoint(), dtype=np.uint8),
                       bias_grid=meta._totalBias if meta else np.zeros(0))
         ns_done = (k * settings.chunk_steps + steps) * settings.timestep * 1e-6
@@ -333,7 +329,7 @@ def run_md(system, topology, positions: np.ndarray, n_solute: int, settings: MDS
     chunks = [np.load(_chunk_path(out, k)) for k in range(settings.n_chunks)]
     joined = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0].files}
     _write_trajectory(trajectory_path, topology, n_solute, joined)
-    _atomic_savez(frames_path, forces=joined["forces"], potential_energy=joined["potential_energy"],
+    atomic_savez(frames_path, forces=joined["forces"], potential_energy=joined["potential_energy"],
                   bias_energy=joined["bias_energy"], cvs=joined["cvs"], time_ps=joined["time_ps"],
                   bias_grid=meta._totalBias if meta else np.zeros(0),
                   bias_limits=_bias_limits(meta) if meta else np.zeros((0, 3)), wall_s=wall)
