@@ -31,9 +31,10 @@ def test_shipped_presets_are_valid(preset):
 
 def test_presets_change_only_numbers():
     """Overlays replace numbers (or leave blocks alone), never strings, lists or structure — but for
-    the one choice forced by scale: the cpu preset's PMFs learn OBC2, whose MD converges on 2 cores
-    (explicit water at 40 ns/day does not)."""
-    allowed = {("cpu", ("pmf", "environment")): "obc2"}
+    the choices forced by scale: the cpu preset's PMFs learn OBC2, whose MD converges on 2 cores
+    (explicit water at 40 ns/day does not), and leave out all_atom (hours of force matching)."""
+    allowed = {("cpu", ("pmf", "environment")): "obc2",
+               ("cpu", ("pmf", "resolutions")): ["core_beta", "heavy_atom"]}
     def leaves(node, prefix=()):
         if isinstance(node, dict):
             for k, v in node.items():

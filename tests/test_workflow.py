@@ -83,6 +83,25 @@ def test_smoke_dag_simulates_ala2_and_writes_its_datasets(smoke_run):
 
 
 @pytest.mark.integration
+def test_smoke_dag_trains_and_checks_every_pmf(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    table = pd.read_csv(results / "tables" / "pmf.csv")
+    rows = set(zip(table["system"], table["resolution"], table["data"]))
+    assert rows == {("muller_brown", "x", d) for d in ("biased", "unbiased")} | {
+        ("ala2", r, d) for r in ("core_beta", "heavy_atom", "all_atom") for d in ("biased", "unbiased")}
+    peptides = table[table.system == "ala2"]
+    assert np.isfinite(peptides[["validation_force_rmse", "force_floor_rmse", "cg_md_js"]]).all().all()
+    assert ((peptides.cg_md_js > 0) & (peptides.cg_md_js <= np.log(2))).all()
+    assert np.isfinite(table.loc[table.system == "muller_brown", "pmf_error"]).all()
+    model = results / "peptides" / "ala2" / "pmf" / "core_beta" / "biased" / "model.eqx"
+    assert json.loads(model.with_suffix(".json").read_text())["hyperparameters"]["data"]["run"] == "explicit_metad"
+    assert (model.parent / "model.eqx.provenance.json").exists()
+    for png in ("ala2_pmf", "muller_brown_pmf"):
+        assert (results / "figures" / f"{png}.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
 def test_smoke_dag_rerun_is_a_no_op(smoke_run):
     workdir, command = smoke_run
     result = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=300)
@@ -115,10 +134,10 @@ def test_report_shows_every_figure_with_caption_and_the_tables(smoke_run):
         assert entry["data_uri"].startswith("data:image/png")
         assert len(re.sub("<[^>]+>", "", entry["caption"])) > 100, name
         assert name.startswith(entry["labels"]["target"] + "_"), name
-    for table in ("synthetic.csv", "tempering.csv", "timing.csv", "simulations.csv"):
+    for table in ("synthetic.csv", "tempering.csv", "timing.csv", "simulations.csv", "pmf.csv"):
         entry = entries[f"results/tables/{table}"]
         assert entry["mime_type"] == "text/csv" and entry["caption"]
-    assert {"Synthetic targets", "Simulations", "Tables"} <= set(objects["categories"])
+    assert {"Synthetic targets", "Simulations", "PMFs", "Tables"} <= set(objects["categories"])
 
 
 @pytest.mark.integration

@@ -277,7 +277,7 @@ def cmd_muller_brown_data(args, config):
     biased = args.data == "biased"
     data = mb.generate_data(biased=biased, key=jr.key(seed), **spec["data"])
     mb.write_data(args.out, data)
-    write_sidecar(args.out, config, seed=seed, data=args.data, frames=len(data["positions"]), **spec["data"])
+    write_sidecar(args.out, config, seed=seed, data=args.data, total_frames=len(data["positions"]), **spec["data"])
     log.info("wrote %s: %d frames", args.out, len(data["positions"]))
 
 
