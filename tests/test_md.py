@@ -16,6 +16,7 @@ from cgbench.datasets import build_dataset, load_dataset, write_dataset
 from cgbench.diagnostics import final_bias_weights
 from cgbench.md import MDSettings, MetadynamicsSettings, load_frames, run_md
 from cgbench.peptides import Peptide, build_peptide, pdb_text
+from cgbench.resolutions import cg_mapping
 from cgbench.systems import create_system, energy_and_forces, save_system
 from cgbench.units import GAS_CONSTANT
 
@@ -194,11 +195,15 @@ def test_dataset_shapes_units_and_mapping(ala2_run, tmp_path, resolution, beads,
     assert data["weights"].sum() == pytest.approx(1.0)
     assert (data["weights"][:10] == 0).all() and (data["weights"][40:50] == 0).all()
     assert data["weights"][:40].sum() == pytest.approx(0.5)
-    # Positions and forces are slices of the all-atom frames (no constraints).
+    # Positions are slices of the all-atom frames; forces their sums over the aggregation groups.
     frames = load_frames(ala2_run[1])
     atoms = data["atom_indices"]
     np.testing.assert_array_equal(data["positions"][40:], frames["positions"][:, atoms])
-    np.testing.assert_array_equal(data["forces"][40:], frames["forces"][:, atoms])
+    mapping = cg_mapping(frames["topology"], resolution)
+    summed = np.stack([frames["forces"][:, list(g)].sum(1) for g in mapping.aggregation_groups], 1)
+    np.testing.assert_allclose(data["forces"][40:], summed, rtol=1e-5, atol=1e-3)
+    if resolution != "all_atom":
+        assert not np.allclose(data["forces"][40:], frames["forces"][:, atoms])
     # φ, ψ against mdtraj on the all-atom trajectory.
     trajectory = md.load_hdf5(str(Path(ala2_run[1]) / "trajectory.h5"))
     np.testing.assert_allclose(data["phi"][40:, 0], md.compute_phi(trajectory)[1][:, 0], atol=1e-5)

@@ -10,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from cgbench.peptides import Peptide, build_peptide
 from cgbench.resolutions import (
     RESOLUTIONS,
+    aggregate_forces,
     cg_mapping,
     dihedrals,
     free_coordinates,
@@ -277,6 +278,57 @@ def test_constraint_forces_along_bonds_to_hydrogen_cancel_in_summed_forces(struc
                                map_forces(forces, mapping, "h_bonds"), atol=1e-10)
     assert not np.allclose(map_forces(forces + constraint_forces, mapping, "none"),
                            map_forces(forces, mapping, "none"))
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+@pytest.mark.parametrize("sequence", SEQUENCES)
+def test_aggregation_groups_partition_the_solute_along_bonds(structures, sequence, resolution):
+    _, topology, positions = structures[sequence]
+    mapping = cg_mapping(topology, resolution)
+    groups = mapping.aggregation_groups
+    atoms = sorted(a for g in groups for a in g)
+    assert atoms == list(range(topology.getNumAtoms()))                       # a partition of the solute
+    assert [g[0] for g in groups] == list(mapping.atom_indices)
+    owner = {a: bead for bead, g in enumerate(groups) for a in g}
+    for a, b in topology.bonds():                                              # hydrogens ride with their atom
+        if (a.element.symbol == "H") != (b.element.symbol == "H"):
+            heavy, hydrogen = (a, b) if b.element.symbol == "H" else (b, a)
+            if hydrogen.index not in mapping.atom_indices:
+                assert owner[hydrogen.index] == owner[heavy.index]
+    forces = np.random.default_rng(6).normal(size=(3, *positions.shape))
+    summed = aggregate_forces(forces, mapping)
+    np.testing.assert_allclose(summed.sum(-2), forces.sum(-2), atol=1e-10)   # nothing dropped
+    if resolution == "all_atom":
+        np.testing.assert_array_equal(summed, forces)
+
+
+def test_aggregated_force_has_the_mean_force_of_the_slice_and_less_noise():
+    """A bead R with one atom x bonded to it, U = V(R) + ½k(x − R − b)² + W(x) (1-D, kT = 1): the
+    aggregated force −V'(R) − W'(x) and the slice force −V'(R) + k(x − R − b) both average, over
+    p(x | R), to the exact mean force −A'(R) (quadrature), and the aggregated one varies far less."""
+    k, b = 400.0, 0.1
+    V = lambda r: 2.0 * (r**2 - 1.0) ** 2                                     # noqa: E731
+    dV = lambda r: 8.0 * r * (r**2 - 1.0)                                     # noqa: E731
+    W = lambda x: 3.0 * np.cos(2.0 * x)                                        # noqa: E731
+    dW = lambda x: -6.0 * np.sin(2.0 * x)                                      # noqa: E731
+    x = np.linspace(-4.0, 4.0, 40001)
+
+    def conditional(r):
+        logp = -(0.5 * k * (x - r - b) ** 2 + W(x))
+        p = np.exp(logp - logp.max())
+        return p / p.sum(), logp.max() + np.log(p.sum())
+
+    def free_energy(r):
+        return V(r) - conditional(r)[1]
+
+    for r in (-1.0, -0.3, 0.4, 1.2):
+        p, _ = conditional(r)
+        exact = -(free_energy(r + 1e-4) - free_energy(r - 1e-4)) / 2e-4
+        aggregated, sliced = -dV(r) - dW(x), -dV(r) + k * (x - r - b)
+        assert np.sum(p * aggregated) == pytest.approx(exact, abs=1e-4)
+        assert np.sum(p * sliced) == pytest.approx(exact, abs=1e-4)
+        var = lambda f: np.sum(p * f**2) - np.sum(p * f) ** 2                  # noqa: E731
+        assert var(aggregated) < 0.1 * var(sliced)
 
 
 def test_force_and_position_mapping_work_on_jax_under_jit(structures):

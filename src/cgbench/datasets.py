@@ -6,7 +6,9 @@ unbiased forces to the beads of a resolution (:func:`cgbench.resolutions.map_pos
 A dataset is one ``.npz`` (:func:`write_dataset`, :func:`load_dataset`) with:
 
 - ``positions`` (n_frames, n_beads, 3) float32, nm; ``forces`` (n_frames, n_beads, 3) float32,
-  kJ/mol/nm — mapped forces of the **unbiased** potential (noisy samples of the mean force); NaN
+  kJ/mol/nm — mapped forces of the **unbiased** potential (noisy samples of the mean force): each
+  bead's force summed with those of the non-bead atoms nearest it along bonds
+  (:func:`cgbench.resolutions.aggregate_forces`; less noise than the slice, same mean); NaN
   for ``all_atom`` when bonds to hydrogen were constrained (no force map exists; ``forces_valid``
   is then False);
 - ``potential_energy`` (n_frames,) kJ/mol, all-atom and unbiased; ``bias_energy`` (n_frames,) kJ/mol,
@@ -23,11 +25,11 @@ Frames are in time order within each replica, replicas one after the other.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from cgbench.atomic import atomic_savez
 from cgbench.units import GAS_CONSTANT
 
 #: Resolutions datasets are made for (``backbone`` is ECG's split of these, not a dataset of its own).
@@ -92,22 +94,21 @@ def build_dataset(replica_dirs: list[str | Path], resolution: str, *, temperatur
 
 
 def _mapped_forces(forces: np.ndarray, mapping, constraints: str) -> np.ndarray:
-    """Mapped forces, float32; NaN where no force map exists (``all_atom`` with bonds to hydrogen
-    constrained: both ends of a constraint are beads, see :func:`cgbench.resolutions.map_forces`)."""
-    from cgbench.resolutions import map_forces
+    """Mapped forces, float32: the aggregated force map (:func:`cgbench.resolutions.aggregate_forces`);
+    NaN where no force map exists (``all_atom`` with bonds to hydrogen constrained: both ends of a
+    constraint are beads, see :func:`cgbench.resolutions.map_forces`)."""
+    from cgbench.resolutions import aggregate_forces
 
     if constraints == "h_bonds" and mapping.resolution == "all_atom":
         return np.full((len(forces), mapping.n_beads, 3), np.nan, np.float32)
-    return np.asarray(map_forces(forces, mapping, constraints), np.float32)
+    return np.asarray(aggregate_forces(forces, mapping), np.float32)
 
 
 def write_dataset(data: dict, path: str | Path) -> Path:
     """Write ``data`` (from :func:`build_dataset`) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    atomic_savez(path, **data)
     return path
 
 

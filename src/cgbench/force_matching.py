@@ -286,11 +286,13 @@ def train_force_matching(model, positions, forces, replica, *, settings: ForceMa
                  np.sqrt(val_mse), f", {skipped} updates skipped" if skipped else "")
         epochs_this_call += 1
     bar.close()
+    if state["finished"] and state["best_epoch"] == 0:
+        raise NonFiniteTrainingError(f"force matching: the validation loss was never finite in {state['epoch']} "
+                                     f"epochs ({workdir}); check the validation frames' forces")
     return {"model": eqx.combine(best, static), "history": state["history"], "best_epoch": state["best_epoch"],
             "validation_mse": state["best_validation"], "train_frames": int(len(train_idx)),
             "validation_frames": int(len(val_idx)), "epochs": state["epoch"],
-            "stopped_early": state["stopped_early"], "finished": state["finished"], "wall_s": state["wall_s"],
-            "validation_indices": val_idx}
+            "stopped_early": state["stopped_early"], "finished": state["finished"], "wall_s": state["wall_s"]}
 
 
 def superpose(positions, forces, reference=None) -> tuple[np.ndarray, np.ndarray]:

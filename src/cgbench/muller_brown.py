@@ -63,7 +63,6 @@ no separate integrator is needed. ``temperature = kT / GAS_CONSTANT`` makes its 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
@@ -72,6 +71,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from scipy.special import logsumexp
 
+from cgbench.atomic import atomic_savez
 from cgbench.langevin import run_langevin
 from cgbench.units import GAS_CONSTANT
 
@@ -336,12 +336,10 @@ def generate_data(*, biased: bool, trajectories: int = 10, frames: int = 2000, r
 
 
 def write_data(path: str | Path, data: dict) -> Path:
-    """Write ``data`` (from :func:`generate_data`) to ``path`` (.npz) atomically: temp file, then ``os.replace``."""
+    """Write ``data`` (from :func:`generate_data`) to ``path`` (.npz) atomically (:mod:`cgbench.atomic`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    atomic_savez(path, **data)
     return path
 
 

@@ -245,12 +245,7 @@ def peptide_pmf_figure(peptide: str, runs: dict, reference_dataset: dict, path: 
             ax.set_ylim(0, 12 * kT)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{peptide}: free energy from CG MD with learned PMFs (kT = {kT:.2f} kJ/mol)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def muller_brown_pmf_figure(curves: dict, path: str | Path) -> Path:
@@ -276,6 +271,12 @@ def muller_brown_pmf_figure(curves: dict, path: str | Path) -> Path:
     ax.set_ylabel("PMF (kT)")
     ax.set_title("Müller-Brown: learned vs exact PMF along x", fontsize=10)
     ax.legend(fontsize=7)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

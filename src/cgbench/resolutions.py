@@ -14,7 +14,9 @@ residues between an ACE and an NME cap (:func:`cg_mapping`):
   :func:`slow_fast_split` pairs it with the fast coordinates X, the remaining beads of a chosen
   representation (``heavy_atom`` by default; ala2: O of ACE, O and CB of ALA).
 
-Forces (:func:`map_forces`): with unconstrained bonds the mapped force of a bead is the force on
+Forces: the CG datasets use :func:`aggregate_forces` (each bead's force plus those of the non-bead
+atoms nearest to it along bonds: a valid force map with far less noise than the slice; its
+docstring has the argument and the numbers). :func:`map_forces`: with unconstrained bonds the mapped force of a bead is the force on
 its atom (a slice). When bonds to hydrogen are constrained, the atom and its bonded hydrogens move
 as a rigid group, the constraint forces inside the group cancel in its summed force, and the mapped
 force is that sum. Hydrogens bonded to an atom that is not kept (e.g. the methyl hydrogens of ACE
@@ -54,6 +56,9 @@ class CGMapping:
         bead_names: Atom name of each bead (``CA``; ``CH3`` of ACE; ``C`` is also NME's methyl).
         residue_names: Residue name of each bead (``ACE``, ``ALA``, …, ``NME``).
         residue_indices: Residue index of each bead in the topology (ACE is 0).
+        aggregation_groups: For each bead, its atom followed by every solute atom that is not a
+            bead and is nearest to it along bonds (ties: the lower bead); the groups partition the
+            solute. Their summed forces are the force map of the CG datasets (:func:`aggregate_forces`).
         force_groups: For each bead, its atom followed by the hydrogens bonded to it that are not
             beads themselves (all-atom indices); summed for forces under constrained H bonds.
         phi_beads: ``(n_residues, 4)`` bead indices of φ = C(i−1), N(i), CA(i), C(i) of every
@@ -69,6 +74,7 @@ class CGMapping:
     bead_names: tuple[str, ...]
     residue_names: tuple[str, ...]
     residue_indices: tuple[int, ...]
+    aggregation_groups: tuple[tuple[int, ...], ...]
     force_groups: tuple[tuple[int, ...], ...]
     phi_beads: tuple[tuple[int, int, int, int], ...]
     psi_beads: tuple[tuple[int, int, int, int], ...]
@@ -171,6 +177,7 @@ def _mapping_from_atoms(topology: md.Topology, resolution: str, atom_indices) ->
                     and not _is_hydrogen(heavy) and hydrogen.index not in bead_of_atom):
                 bonded_hydrogens[heavy.index].append(hydrogen.index)
     force_groups = tuple((i, *sorted(bonded_hydrogens[i])) for i in atom_indices)
+    aggregation_groups = _aggregation_groups(topology, atom_indices)
 
     residues = _solute_residues(topology)
     phi, psi = [], []
@@ -191,12 +198,57 @@ def _mapping_from_atoms(topology: md.Topology, resolution: str, atom_indices) ->
         bead_names=tuple(a.name for a in atoms),
         residue_names=tuple(a.residue.name for a in atoms),
         residue_indices=tuple(a.residue.index for a in atoms),
+        aggregation_groups=aggregation_groups,
         force_groups=force_groups,
         phi_beads=tuple(phi),
         psi_beads=tuple(psi),
         frame_beads=None if None in frame else tuple(frame),
         topology=topology.subset(atom_indices),
     )
+
+
+def _aggregation_groups(topology: md.Topology, atom_indices: list[int]) -> tuple[tuple[int, ...], ...]:
+    """Each solute atom assigned to the bead nearest along bonds (breadth first from all beads)."""
+    solute = {a.index for r in _solute_residues(topology) for a in r.atoms}
+    neighbours: dict[int, list[int]] = {i: [] for i in solute}
+    for a, b in topology.bonds:
+        if a.index in solute and b.index in solute:
+            neighbours[a.index].append(b.index)
+            neighbours[b.index].append(a.index)
+    owner = {atom: bead for bead, atom in enumerate(atom_indices)}
+    frontier = list(atom_indices)
+    while frontier:
+        following = []
+        for atom in frontier:
+            for other in sorted(neighbours[atom]):
+                if other not in owner:
+                    owner[other] = owner[atom]
+                    following.append(other)
+        frontier = following
+    groups = [[atom] for atom in atom_indices]
+    for atom, bead in sorted(owner.items()):
+        if atom != atom_indices[bead]:
+            groups[bead].append(atom)
+    return tuple(tuple(g) for g in groups)
+
+
+def aggregate_forces(forces, mapping: CGMapping):
+    """Mapped forces of the CG datasets: each bead's summed :attr:`CGMapping.aggregation_groups`.
+
+    ``(..., n_atoms, 3)`` → ``(..., n_beads, 3)``, kJ/mol/nm (numpy or jax). With the other
+    atoms written as x_a = R_b(a) + u_a (a change of variables of unit Jacobian), the mean force
+    on bead b is E[F_b + Σ_{a: b(a) = b} F_a | R]: the sum is an unbiased sample of the mean force,
+    like the slice F_b, but forces inside a group (bond stretches to hydrogen, and the constraint
+    forces of constrained bonds) cancel in it. Measured on ala2 in OBC2 (2 × 5 ns metadynamics):
+    noise floor of force matching (:func:`cgbench.force_matching.force_noise_floor`) 415 against
+    899 kJ/mol/nm per component for the slice at ``core_beta``, 719 against 975 at ``heavy_atom``:
+    4.7× and 1.8× less variance, so as many times fewer frames for the same force-matching error.
+    """
+    xp = _namespace(forces)
+    matrix = np.zeros((mapping.n_beads, forces.shape[-2]))
+    for bead, group in enumerate(mapping.aggregation_groups):
+        matrix[bead, list(group)] = 1.0
+    return xp.einsum("ba,...ad->...bd", xp.asarray(matrix, dtype=forces.dtype), forces)
 
 
 def cg_mapping(topology, resolution: str) -> CGMapping:
