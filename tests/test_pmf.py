@@ -24,6 +24,7 @@ from cgbench.pmf import (
     bead_graph,
     cast,
     dihedral_angles,
+    one_torsion_per_bond,
     energy_and_forces,
     fit_prior,
     graph_from_bonds,
@@ -193,6 +194,19 @@ def test_reflection_keeps_network_but_not_prior_chirality(ala2, resolution):
                        (jnp.zeros_like(model.prior.dihedral_cos), jnp.zeros_like(model.prior.dihedral_sin)))
     flat = np.asarray(forces_of(flat, both)[0])
     np.testing.assert_allclose(flat[2:], flat[:2], rtol=1e-10)
+
+
+@pytest.mark.parametrize("resolution, n_torsions", [("core_beta", 2), ("heavy_atom", 4), ("all_atom", 7)])
+def test_prior_inverts_one_torsion_per_bond(ala2, resolution, n_torsions):
+    mapping, graph, x, _ = ala2[resolution]
+    torsions = one_torsion_per_bond(graph.dihedrals)
+    central = [tuple(t[1:3]) for t in torsions.tolist()]
+    assert len(torsions) == n_torsions and len(set(central)) == n_torsions
+    assert set(central) == {tuple(d[1:3]) for d in graph.dihedrals.tolist()}
+    if resolution == "core_beta":                                  # the backbone's are φ and ψ
+        assert {tuple(t) for t in torsions.tolist()} == {mapping.phi_beads[0], mapping.psi_beads[0]}
+    prior = fit_prior(x, graph, kT=KT)
+    assert prior.dihedrals.shape == (n_torsions, 4)
 
 
 def test_dihedral_sign_matches_mdtraj_convention(ala2):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cgbench.atomic import atomic_write_json
-from cgbench.force_matching import ForceMatchingSettings, force_noise_floor, train_force_matching
+from cgbench.force_matching import ForceMatchingSettings, force_noise_floor, model_forces, train_force_matching
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def train_peptide_pmf(dataset: dict, mapping, *, spec: dict, kT: float, seed: in
                                   key=train_key, workdir=out, progress=progress,
                                   fingerprint={"spec": spec, "seed": seed, "frames": len(positions),
                                                "max_time_ps": max_time_ps, "force_sum": float(forces.sum())})
-    floor = force_noise_floor(positions, forces, data["replica"], **spec["floor"])
+    floor = force_noise_floor(positions, forces, data["replica"], predicted=model_forces(result["model"], positions),
+                              **spec["floor"])
     log.info("validation force RMSE %.4g kJ/mol/nm; noise floor %.4g (estimate)",
              np.sqrt(result["validation_mse"]), floor["floor_rmse"])
     hyper = {"kind": "peptide", "resolution": mapping.resolution, "kT": kT, "seed": seed, "spec": spec,
@@ -187,7 +188,8 @@ def train_muller_brown_pmf(dataset: dict, *, spec: dict, seed: int, out: str | P
                                   workdir=out, progress=progress,
                                   fingerprint={"spec": spec, "seed": seed, "frames": len(x),
                                                "force_sum": float(forces.sum())})
-    floor = force_noise_floor(x, forces, data["replica"], align=False, **spec["floor"])
+    floor = force_noise_floor(x, forces, data["replica"], predicted=model_forces(result["model"], x), align=False,
+                              **spec["floor"])
     hyper = {"kind": "rbf", "system": "muller_brown", "kT": 1.0, "seed": seed, "spec": spec,
              "data": {"frames": len(x), "replicas": int(len(np.unique(data["replica"]))), "low": low, "high": high}}
     return _write_outputs(out, result["model"], result, floor, hyper)
