@@ -48,9 +48,10 @@ def run_cg_md(model, start, *, masses, temperature: float, timestep_fs: float, f
         steps: Production steps per replica (after equilibration), a multiple of
             ``report_interval``; split into about ``chunks`` calls of the integrator.
         report_interval: Steps between saved frames.
-        equilibration_steps: Steps before production, not saved.
+        equilibration_steps: Steps before production, not saved (rounded up to whole chunks).
         key: PRNG key.
-        chunks: Integrator calls the production is split into (progress, non-finite checks).
+        chunks: Integrator calls the production is split into (progress, non-finite checks); all
+            calls have one shape, so the integrator compiles once.
         progress: Show a tqdm bar.
 
     Returns:
@@ -67,26 +68,31 @@ def run_cg_md(model, start, *, masses, temperature: float, timestep_fs: float, f
     forces_fn = eqx.Partial(energy_and_forces, model)
     dt = timestep_fs * 1e-3
     masses = jnp.asarray(masses)
-    start = jnp.asarray(start)
-    n_replicas = start.shape[0]
-    t0 = time.perf_counter()
-    state = start
-    if equilibration_steps:
-        eq = run_langevin(forces_fn, start, steps=equilibration_steps, report_interval=equilibration_steps, dt=dt,
-                          friction=friction, temperature=temperature, masses=masses, key=key)
-        state, key = eq["state"], eq["key"]
+    state = jnp.asarray(start)
+    n_replicas = state.shape[0]
     n_reports = steps // report_interval
-    per_chunk = [len(c) for c in np.array_split(np.arange(n_reports), max(1, min(chunks, n_reports)))]
+    # Every integrator call has the same shape (one compilation): production in equal chunks, the
+    # last one's surplus frames dropped; equilibration in whole chunks, rounded up.
+    per_chunk = -(-n_reports // max(1, min(chunks, n_reports)))
+    chunk_steps = per_chunk * report_interval
+    equilibration_chunks = -(-equilibration_steps // chunk_steps)
+    t0 = time.perf_counter()
+
+    def advance(state, key):
+        out = run_langevin(forces_fn, state, steps=chunk_steps, report_interval=report_interval, dt=dt,
+                           friction=friction, temperature=temperature, masses=masses, key=key)
+        return out["state"], out["key"], np.asarray(out["positions"], np.float32)
+
+    for _ in range(equilibration_chunks):
+        state, key, _ = advance(state, key)
     frames, alive = [], np.ones(n_replicas, bool)
     bar = tqdm(total=n_reports, disable=not progress, desc="CG MD", unit="frame")
-    for reports in per_chunk:
-        out = run_langevin(forces_fn, state, steps=reports * report_interval, report_interval=report_interval,
-                           dt=dt, friction=friction, temperature=temperature, masses=masses, key=key)
-        state, key = out["state"], out["key"]
-        positions = np.asarray(out["positions"], np.float32)            # (reports, B, n, 3)
+    while sum(len(f) for f in frames) < n_reports:
+        state, key, positions = advance(state, key)                     # (per_chunk, B, n, 3)
+        positions = positions[: n_reports - sum(len(f) for f in frames)]
         alive &= np.isfinite(positions).all(axis=(0, 2, 3))
         frames.append(positions)
-        bar.update(reports)
+        bar.update(len(positions))
         log.info("CG MD: %d of %d frames, %d of %d replicas finite", sum(len(f) for f in frames), n_reports,
                  alive.sum(), n_replicas)
         if not alive.any():
@@ -98,7 +104,7 @@ def run_cg_md(model, start, *, masses, temperature: float, timestep_fs: float, f
     if len(kept) < n_replicas:
         log.warning("CG MD: %d of %d replicas dropped (non-finite coordinates)", n_replicas - len(kept), n_replicas)
     t = positions.shape[0]
-    simulated_ns = (equilibration_steps + t * report_interval) * dt * 1e-3 * n_replicas
+    simulated_ns = (equilibration_chunks * chunk_steps + t * report_interval) * dt * 1e-3 * n_replicas
     return {
         "positions": np.ascontiguousarray(positions[:, kept].transpose(1, 0, 2, 3).reshape(-1, *positions.shape[2:])),
         "replica": np.repeat(kept, t).astype(np.int32),
