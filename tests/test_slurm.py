@@ -62,9 +62,11 @@ def slurm_run(tmp_path_factory):
             pytest.fail(f"CGBENCH_REQUIRE_SLURM=1 but no usable SLURM: {missing} (start one with .ci/slurm-up)")
         pytest.skip(f"no SLURM: {missing}")
     workdir = tmp_path_factory.mktemp("slurm")
-    # The synthetic stage only: no peptide targets, so timing.csv gathers just its jobs.
+    # The synthetic stage only: no peptide targets and no PMFs (Müller-Brown's included), so
+    # timing.csv gathers just its jobs.
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["peptides"] = {}
+    config["pmf"]["data"] = []
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     command = ["timeout", "-k", "30", str(TIMEOUT_S),
                sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
