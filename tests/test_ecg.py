@@ -165,20 +165,20 @@ def test_adaptive_resume_after_kill_at_end_of_step(adaptive_run, tmp_path, monke
     import cgbench.ecg as ecg
 
     settings = {**SETTINGS, "checkpoint_every": 10}  # 10 divides 30, the step's last update
-    write = ecg._atomic_write_bytes
+    write = ecg.atomic_write_bytes
 
     def killed_before_model_save(path, payload):
         if path.name.startswith("beta_0000"):
             raise KeyboardInterrupt("simulated kill")
         write(path, payload)
 
-    monkeypatch.setattr(ecg, "_atomic_write_bytes", killed_before_model_save)
+    monkeypatch.setattr(ecg, "atomic_write_bytes", killed_before_model_save)
     with pytest.raises(KeyboardInterrupt):
         train_ecg(DoubleWell(), settings, "adaptive", tmp_path, seed=SEED, progress=False)
     ckpt = json.loads((tmp_path / "checkpoint.json").read_text())
     # No checkpoint at a step's last update: the step's end (model, next β) is redone on resume.
     assert (ckpt["update"], ckpt["done_in_step"]) == (20, 20)
-    monkeypatch.setattr(ecg, "_atomic_write_bytes", write)
+    monkeypatch.setattr(ecg, "atomic_write_bytes", write)
     train_ecg(DoubleWell(), settings, "adaptive", tmp_path, seed=SEED, progress=False)
     # checkpoint_every does not enter the numerics: the same models as the uninterrupted run
     assert_same_models(adaptive_run[0], tmp_path)
