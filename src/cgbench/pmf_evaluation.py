@@ -243,6 +243,7 @@ def peptide_pmf_figure(peptide: str, runs: dict, reference_dataset: dict, path: 
             if col == 0:
                 ax.set_ylabel("F (kJ/mol)")
             ax.set_ylim(0, 12 * kT)
+            ax.set_xlim(-np.pi, np.pi)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{peptide}: free energy from CG MD with learned PMFs (kT = {kT:.2f} kJ/mol)", fontsize=10)
     return _save_figure(fig, path)
