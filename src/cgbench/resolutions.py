@@ -242,9 +242,9 @@ def aggregate_forces(forces, mapping: CGMapping):
     forces of constrained bonds) cancel in it. Measured on ala2 in OBC2 (2 × 5 ns metadynamics,
     16 000 training frames, 30 epochs): validation RMSE of force matching at ``core_beta`` 290
     kJ/mol/nm per component against 889 for the slice (≈ 9× less variance, so about as many times
-    fewer frames for the same accuracy of the mean force); raw nearest-neighbour noise estimates
-    (:func:`cgbench.force_matching.force_noise_floor` without a model) 415 against 899 at
-    ``core_beta``, 719 against 975 at ``heavy_atom``.
+    fewer frames for the same accuracy of the mean force); at ``heavy_atom`` 197 with aggregation,
+    where the slice's raw nearest-neighbour noise estimate
+    (:func:`cgbench.force_matching.force_noise_floor` without a model, an overestimate) is 975.
     """
     xp = _namespace(forces)
     matrix = np.zeros((mapping.n_beads, forces.shape[-2]))
