@@ -146,6 +146,8 @@ rule pmf_figure_peptide:
                       labels={"target": "{peptide}", "figure": "free energy from CG MD"}),
     log:
         f"{RESULTS}/logs/pmf_figure/{{peptide}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pmf_figure/{{peptide}}.tsv"
     params:
         runs=lambda w: " ".join(f"{r}:{d}={PEPTIDE_PMF.format(peptide=w.peptide, resolution=r, data=d)}"
                                 "/validation/cg_md.npz" for r, d in pmf_combinations(w.peptide)),
@@ -165,6 +167,8 @@ rule pmf_figure_muller_brown:
                       labels={"target": "muller_brown", "figure": "learned vs exact PMF"}),
     log:
         f"{RESULTS}/logs/pmf_figure/muller_brown.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pmf_figure/muller_brown.tsv"
     params:
         runs=" ".join(f"{d}={MULLER_BROWN_PMF.format(data=d)}/validation/curves.npz" for d in CONFIG["pmf"]["data"]),
     threads: 1
@@ -180,3 +184,5 @@ BENCHMARKS += [b.format(data=d) for d in CONFIG["pmf"]["data"]
 BENCHMARKS += [b.format(peptide=p, resolution=r, data=d) for p in PMF_PEPTIDES for r, d in pmf_combinations(p)
                for b in (rules.pmf_peptide.benchmark, rules.pmf_cg_md.benchmark)]
 BENCHMARKS += [rules.pmf_table.benchmark] if PMF_FOLDERS else []
+BENCHMARKS += [rules.pmf_figure_peptide.benchmark.format(peptide=p) for p in PMF_PEPTIDES] if PMF_FOLDERS else []
+BENCHMARKS += [rules.pmf_figure_muller_brown.benchmark] if PMF_FOLDERS and CONFIG["pmf"]["data"] else []
