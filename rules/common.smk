@@ -1,5 +1,6 @@
 # Helpers shared by every rule: the validated configuration, paths and resources.
 import json
+import os
 import sys
 
 from snakemake.utils import min_version
@@ -57,6 +58,8 @@ PEPTIDE_PMF_FIGURE = f"{RESULTS}/figures/{{peptide}}_pmf.png"
 MULLER_BROWN_DATA = f"{RESULTS}/muller_brown/data/{{data}}.npz"
 MULLER_BROWN_PMF = f"{RESULTS}/muller_brown/pmf/{{data}}"
 MULLER_BROWN_PMF_FIGURE = f"{RESULTS}/figures/muller_brown_pmf.png"
+PEPTIDE_PMF_CG_MD = f"{PEPTIDE_PMF}/validation/cg_md.npz"
+MULLER_BROWN_PMF_CURVES = f"{MULLER_BROWN_PMF}/validation/curves.npz"
 PMF_TABLES = [f"{RESULTS}/tables/pmf.csv", f"{RESULTS}/tables/pmf.md"]
 # Snakemake benchmark file of every job of the enabled stages (results/benchmarks/<rule>/<job>.tsv):
 # each rules file adds its own after the rule; rules/timing.smk gathers them into timing.csv.

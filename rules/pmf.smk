@@ -49,19 +49,19 @@ rule pmf_muller_brown_validation:
         model=f"{MULLER_BROWN_PMF}/model.eqx",
     output:
         validation=f"{MULLER_BROWN_PMF}/validation/validation.json",
-        curves=f"{MULLER_BROWN_PMF}/validation/curves.npz",
+        curves=MULLER_BROWN_PMF_CURVES,
     log:
         f"{RESULTS}/logs/pmf_validate/muller_brown_{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pmf_validate/muller_brown/{{data}}.tsv"
     params:
-        folder=MULLER_BROWN_PMF,
+        out=lambda w, output: os.path.dirname(output.validation),
     threads: 1
     resources:
         **rule_resources("report"),
     shell:
-        "{CGBENCH} pmf-validate --system muller_brown --data {wildcards.data} --model {params.folder}"
-        " --out {params.folder}/validation 2> {log}"
+        "{CGBENCH} pmf-validate --system muller_brown --data {wildcards.data} --model {input.model}"
+        " --out {params.out} 2> {log}"
 
 
 rule pmf_peptide:
@@ -99,22 +99,22 @@ rule pmf_cg_md:
         structure=PEPTIDE_STRUCTURE,
     output:
         validation=f"{PEPTIDE_PMF}/validation/validation.json",
-        cg_md=f"{PEPTIDE_PMF}/validation/cg_md.npz",
+        cg_md=PEPTIDE_PMF_CG_MD,
     log:
         f"{RESULTS}/logs/pmf_validate/{{peptide}}_{{resolution}}_{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pmf_validate/{{peptide}}/{{resolution}}_{{data}}.tsv"
     params:
         settings=lambda w: pmf_settings(w.peptide, w.data, "cg_md"),
-        folder=PEPTIDE_PMF,
+        out=lambda w, output: os.path.dirname(output.validation),
     threads: 1
     resources:
         **rule_resources("pmf_cg_md"),
         gpu=GPU,
     shell:
         "{CGBENCH} pmf-validate --system {wildcards.peptide} --resolution {wildcards.resolution}"
-        " --data {wildcards.data} --model {params.folder} --start {input.start} --reference {input.reference}"
-        " --structure {input.structure} --out {params.folder}/validation --no-progress 2> {log}"
+        " --data {wildcards.data} --model {input.model} --start {input.start} --reference {input.reference}"
+        " --structure {input.structure} --out {params.out} --no-progress 2> {log}"
 
 
 rule pmf_table:
@@ -138,7 +138,7 @@ rule pmf_table:
 
 rule pmf_figure_peptide:
     input:
-        runs=lambda w: [f"{PEPTIDE_PMF.format(peptide=w.peptide, resolution=r, data=d)}/validation/cg_md.npz"
+        runs=lambda w: [PEPTIDE_PMF_CG_MD.format(peptide=w.peptide, resolution=r, data=d)
                         for r, d in pmf_combinations(w.peptide)],
         reference=lambda w: pmf_reference_dataset(w, resolution="all_atom"),
     output:
@@ -149,8 +149,8 @@ rule pmf_figure_peptide:
     benchmark:
         f"{RESULTS}/benchmarks/pmf_figure/{{peptide}}.tsv"
     params:
-        runs=lambda w: " ".join(f"{r}:{d}={PEPTIDE_PMF.format(peptide=w.peptide, resolution=r, data=d)}"
-                                "/validation/cg_md.npz" for r, d in pmf_combinations(w.peptide)),
+        runs=lambda w: " ".join(f"{r}:{d}={PEPTIDE_PMF_CG_MD.format(peptide=w.peptide, resolution=r, data=d)}"
+                                for r, d in pmf_combinations(w.peptide)),
     threads: 1
     resources:
         **rule_resources("report"),
@@ -161,7 +161,7 @@ rule pmf_figure_peptide:
 
 rule pmf_figure_muller_brown:
     input:
-        curves=[f"{MULLER_BROWN_PMF.format(data=d)}/validation/curves.npz" for d in CONFIG["pmf"]["data"]],
+        curves=[MULLER_BROWN_PMF_CURVES.format(data=d) for d in CONFIG["pmf"]["data"]],
     output:
         figure=report(MULLER_BROWN_PMF_FIGURE, caption="../report/figures/pmf_muller_brown.rst", category="PMFs",
                       labels={"target": "muller_brown", "figure": "learned vs exact PMF"}),
@@ -170,7 +170,7 @@ rule pmf_figure_muller_brown:
     benchmark:
         f"{RESULTS}/benchmarks/pmf_figure/muller_brown.tsv"
     params:
-        runs=" ".join(f"{d}={MULLER_BROWN_PMF.format(data=d)}/validation/curves.npz" for d in CONFIG["pmf"]["data"]),
+        runs=" ".join(f"{d}={MULLER_BROWN_PMF_CURVES.format(data=d)}" for d in CONFIG["pmf"]["data"]),
     threads: 1
     resources:
         **rule_resources("report"),

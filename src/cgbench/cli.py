@@ -14,7 +14,7 @@
     cgbench peptide-nuts --peptide ala2 --structure FILE.pdb --system FILE.xml --out FILE.npz
     cgbench muller-brown-data --data biased --out results/muller_brown/data/biased.npz
     cgbench pmf-train  --system ala2 --resolution core_beta --data biased --dataset FILE.npz --structure FILE.pdb --out DIR
-    cgbench pmf-validate --system ala2 --resolution core_beta --data biased --model DIR --start FILE.npz --reference FILE.npz --structure FILE.pdb --out DIR
+    cgbench pmf-validate --system ala2 --resolution core_beta --data biased --model DIR/model.eqx --start FILE.npz --reference FILE.npz --structure FILE.pdb --out DIR
     cgbench pmf-table  --inputs DIR ... --out results/tables/pmf.csv
     cgbench pmf-figure --system ala2 --runs core_beta:biased=cg_md.npz ... --reference FILE.npz --out FILE.png
     cgbench parity     --sequence KGP --solvent obc2 --samples 100   (JAX energy vs OpenMM; JSON)
@@ -313,7 +313,7 @@ def cmd_pmf_validate(args, config):
     from cgbench.provenance import write_sidecar
 
     out = Path(args.out)
-    model = Path(args.model) / "model.eqx"
+    model = Path(args.model)
     seed = _run_seed(config, args.system, "cg_md", args.resolution or "x", args.data)
     if args.system == "muller_brown":
         summary = validate_muller_brown_pmf(model, out=out)
@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", required=True, help="peptide name, or muller_brown")
     p.add_argument("--resolution", choices=["core_beta", "heavy_atom", "all_atom"], help="peptides only")
     p.add_argument("--data", required=True, choices=["biased", "unbiased"])
-    p.add_argument("--model", required=True, help="folder of pmf-train")
+    p.add_argument("--model", required=True, help="model.eqx of pmf-train")
     p.add_argument("--start", help="dataset the CG MD replicas start from")
     p.add_argument("--reference", help="dataset of the reference MD")
     p.add_argument("--structure", help="structure .pdb")
