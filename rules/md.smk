@@ -63,6 +63,8 @@ rule cg_dataset:
         replicas=lambda w: md_replica_dirs(w.peptide, w.run),
         resolutions=" ".join(DATASET_RESOLUTIONS),
         discard=CONFIG["md"]["reweighting_discard"],
+        # The force map (cgbench.resolutions.aggregate_forces): datasets from the earlier slice map rebuild.
+        force_map="aggregated",
     threads: 1
     resources:
         **rule_resources("cg_dataset"),
