@@ -535,16 +535,6 @@ class PeptidePMF(eqx.Module):
         return self.prior(positions) + self.kT * self.network(positions)
 
 
-def make_peptide_pmf(positions, graph: BeadGraph, *, kT: float, key: PRNGKeyArray, weights=None,
-                     hidden: int = 64, interactions: int = 3, n_rbf: int = 32, cutoff: float = 0.5,
-                     dtype=None) -> PeptidePMF:
-    """A fresh :class:`PeptidePMF`: :func:`fit_prior` on the data plus a zero-output SchNet."""
-    prior = fit_prior(positions, graph, kT=kT, weights=weights, dtype=dtype)
-    network = SchNet(graph.n_beads, hidden=hidden, interactions=interactions, n_rbf=n_rbf, cutoff=cutoff,
-                     key=key, dtype=dtype)
-    return PeptidePMF(prior, network, float(kT))
-
-
 class RBFPotential(eqx.Module):
     """1-D energy in kT: Gaussian RBFs of x on evenly spaced centres, then an MLP (SiLU).
 
