@@ -19,11 +19,12 @@ include: "rules/common.smk"
 include: "rules/peptides.smk"
 include: "rules/md.smk"
 include: "rules/pmf.smk"
+include: "rules/cgbg.smk"
 include: "rules/nuts.smk"
 include: "rules/ecg.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
-include: "rules/timing.smk"  # last: gathers the benchmark files every stage above registered
+include: "rules/jobs.smk"  # last: gathers the benchmark files every stage above registered
 
 
 rule all:
@@ -32,8 +33,9 @@ rule all:
         SYNTHETIC_TABLES,
         expand(FIGURES_MANIFEST, target=TARGETS),
         [png for target in TARGETS for png in synthetic_figures(target).values()],
-        TIMING_TABLES,
+        JOB_TABLES,
         PEPTIDE_SYSTEMS,
         MD_OUTPUTS,
         SIMULATION_TABLES if SIMULATION_INPUTS else [],
         PMF_OUTPUTS,
+        CGBG_OUTPUTS,

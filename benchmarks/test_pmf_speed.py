@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from cgbench.cg_md import bead_masses
-from cgbench.force_matching import ForceMatchingSettings, _loss, make_optimizer
+from cgbench.force_matching import force_matching_loss
+from cgbench.training import TrainingSettings, make_optimizer
 from cgbench.langevin import run_langevin
 from cgbench.peptides import Peptide, build_peptide
 from cgbench.pmf import PeptidePMF, SchNet, bead_graph, energy_and_forces, fit_prior
@@ -47,12 +48,13 @@ def test_force_matching_step(benchmark, ala2, resolution):
     forces = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape) * 500.0, jnp.float32)
     x = jnp.asarray(x)
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    optimizer = make_optimizer(ForceMatchingSettings(), 1000)
+    optimizer = make_optimizer(TrainingSettings(), 1000)
     opt_state = optimizer.init(params)
 
     @eqx.filter_jit
     def step(params, opt_state):
-        loss, grads = eqx.filter_value_and_grad(_loss)(params, static, x, forces, 1.0 / KT)
+        loss, grads = eqx.filter_value_and_grad(
+            lambda p: force_matching_loss(eqx.combine(p, static), x, forces, 1.0 / KT))(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return eqx.apply_updates(params, updates), opt_state, loss
 

@@ -52,7 +52,7 @@ NUTS_FIGURE = f"{RESULTS}/figures/{{peptide}}_nuts_dihedrals.png"
 SIMULATION_TABLES = [f"{RESULTS}/tables/simulations.csv", f"{RESULTS}/tables/simulations.md"]
 SYNTHETIC_TABLES = [f"{RESULTS}/tables/{name}" for name in
                     ("synthetic.csv", "synthetic.md", "tempering.csv", "tempering.md")]
-TIMING_TABLES = [f"{RESULTS}/tables/timing.csv", f"{RESULTS}/tables/timing.md"]
+JOB_TABLES = [f"{RESULTS}/tables/jobs.csv", f"{RESULTS}/tables/jobs.md"]
 PEPTIDE_PMF = f"{RESULTS}/peptides/{{peptide}}/pmf/{{resolution}}/{{data}}"
 PEPTIDE_PMF_FIGURE = f"{RESULTS}/figures/{{peptide}}_pmf.png"
 MULLER_BROWN_DATA = f"{RESULTS}/muller_brown/data/{{data}}.npz"
@@ -62,7 +62,7 @@ PEPTIDE_PMF_CG_MD = f"{PEPTIDE_PMF}/validation/cg_md.npz"
 MULLER_BROWN_PMF_CURVES = f"{MULLER_BROWN_PMF}/validation/curves.npz"
 PMF_TABLES = [f"{RESULTS}/tables/pmf.csv", f"{RESULTS}/tables/pmf.md"]
 # Snakemake benchmark file of every job of the enabled stages (results/benchmarks/<rule>/<job>.tsv):
-# each rules file adds its own after the rule; rules/timing.smk gathers them into timing.csv.
+# each rules file adds its own after the rule; rules/jobs.smk gathers them into jobs.csv.
 BENCHMARKS = []
 
 
@@ -224,3 +224,59 @@ PMF_FOLDERS = ([MULLER_BROWN_PMF.format(data=d) for d in CONFIG["pmf"]["data"]]
                   for r, d in pmf_combinations(p)])
 PMF_OUTPUTS = (PMF_TABLES + [PEPTIDE_PMF_FIGURE.format(peptide=p) for p in PMF_PEPTIDES]
                + ([MULLER_BROWN_PMF_FIGURE] if CONFIG["pmf"]["data"] else [])) if PMF_FOLDERS else []
+
+
+# ----------------------------------------------------------------------------- CG-BG (rules/cgbg.smk)
+# One job per PMF (peptide, resolution, data): flows of every representation on the PMF's frames,
+# proposals reweighted with every PMF of that peptide and resolution.
+PEPTIDE_CGBG = f"{RESULTS}/peptides/{{peptide}}/cgbg/{{resolution}}/{{data}}"
+MULLER_BROWN_CGBG = f"{RESULTS}/muller_brown/cgbg/{{data}}"
+CGBG_TABLES = [f"{RESULTS}/tables/{name}" for name in ("accuracy.csv", "accuracy.md", "timing.csv", "timing.md")]
+CGBG_FIGURE = f"{RESULTS}/figures/{{peptide}}_cgbg.png"
+CGBG_COST_FIGURE = f"{RESULTS}/figures/cgbg_accuracy_cost.png"
+
+
+def cgbg_pmf_models(wildcards):
+    """``{data: model.eqx}`` of every PMF of the job's peptide and resolution (Müller-Brown: of x)."""
+    if "peptide" not in wildcards.keys():
+        return {d: f"{MULLER_BROWN_PMF.format(data=d)}/model.eqx" for d in CONFIG["pmf"]["data"]}
+    return {d: f"{PEPTIDE_PMF.format(peptide=wildcards.peptide, resolution=wildcards.resolution, data=d)}/model.eqx"
+            for d in CONFIG["pmf"]["data"]}
+
+
+def cgbg_settings(system, data):
+    """What a CG-BG job depends on, as params (besides its input files)."""
+    if system == "muller_brown":
+        spec = {"cgbg": CONFIG["muller_brown"]["cgbg"]}
+    else:
+        spec = {"cgbg": CONFIG["cgbg"], "training_frames": CONFIG["pmf"]["training_frames"],
+                "peptide": peptide_from_config(system, CONFIG).to_dict()}
+    return json.dumps({**spec, "data": data, "seed": CONFIG["seed"], "device": CONFIG["device"]}, sort_keys=True)
+
+
+def cgbg_reference_dataset(peptide):
+    """The reference MD of a peptide's CG-BG scores (φ, ψ): the PMF reference run, at core_beta."""
+    return CG_DATASET.format(peptide=peptide, resolution="core_beta", run=data_run("unbiased", PMF_ENVIRONMENT))
+
+
+def baseline_datasets(peptide):
+    """``{solvent: dataset}`` of the implicit-solvent baselines and ``explicit``, the reference they are
+    scored against (CG-BG's table): unbiased runs of the peptide, at core_beta (only φ, ψ are used)."""
+    runs = set(md_runs(peptide))
+    solvents = ["explicit"] + list(peptide_from_config(peptide, CONFIG).implicit_solvents)
+    out = {s: CG_DATASET.format(peptide=peptide, resolution="core_beta", run=f"{s}_unbiased") for s in solvents
+           if f"{s}_unbiased" in runs}
+    return out if "explicit" in out and len(out) > 1 else {}
+
+
+def reference_md_provenance(peptide):
+    """Provenance sidecars of the reference MD's replicas (simulated ns and wall s of each)."""
+    run = data_run("unbiased", PMF_ENVIRONMENT)
+    return [f"{d}/frames.npz.provenance.json" for d in md_replica_dirs(peptide, run)]
+
+
+CGBG_FOLDERS = ([MULLER_BROWN_CGBG.format(data=d) for d in CONFIG["pmf"]["data"]]
+                + [PEPTIDE_CGBG.format(peptide=p, resolution=r, data=d) for p in PMF_PEPTIDES
+                   for r, d in pmf_combinations(p)])
+CGBG_OUTPUTS = (CGBG_TABLES + [CGBG_FIGURE.format(peptide=p) for p in PMF_PEPTIDES] + [CGBG_COST_FIGURE]
+                if CGBG_FOLDERS else [])

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from cgbench.force_matching import (ForceMatchingSettings, NonFiniteTrainingError, force_noise_floor,
-                                    mean_squared_force_error, superpose, time_block_split, train_force_matching)
+from cgbench.force_matching import force_noise_floor, mean_squared_force_error, superpose, train_force_matching
+from cgbench.training import NonFiniteTrainingError, TrainingSettings, time_block_split
 
 
 class Mlp1d(eqx.Module):
@@ -115,7 +115,7 @@ def test_superpose_removes_rotation_and_rotates_forces():
     np.testing.assert_allclose(fs, np.broadcast_to(forces, fs.shape), atol=1e-10)
 
 
-SMALL = ForceMatchingSettings(epochs=30, batch_size=64, learning_rate=3e-3, patience=10)
+SMALL = TrainingSettings(epochs=30, batch_size=64, learning_rate=3e-3, patience=10)
 
 
 def test_force_matching_recovers_a_known_potential(tmp_path):
@@ -137,7 +137,7 @@ def _leaves(model):
 
 def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     x, f, replica = double_well_data(n=1000)
-    settings = ForceMatchingSettings(epochs=5, batch_size=50, patience=100)
+    settings = TrainingSettings(epochs=5, batch_size=50, patience=100)
     whole = train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=settings, kT=1.0, key=jr.key(1),
                                  workdir=tmp_path / "whole", progress=False)
     part = train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=settings, kT=1.0, key=jr.key(1),
@@ -153,18 +153,18 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
 
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path, caplog):
     x, f, replica = double_well_data(n=1000)
-    train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=ForceMatchingSettings(epochs=2, batch_size=50),
+    train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=TrainingSettings(epochs=2, batch_size=50),
                          kT=1.0, key=jr.key(1), workdir=tmp_path, progress=False, stop_after_epochs=1)
     with caplog.at_level("WARNING"):
         out = train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica,
-                                   settings=ForceMatchingSettings(epochs=2, batch_size=25), kT=1.0, key=jr.key(1),
+                                   settings=TrainingSettings(epochs=2, batch_size=25), kT=1.0, key=jr.key(1),
                                    workdir=tmp_path, progress=False)
     assert "other settings" in caplog.text and out["epochs"] == 2 and len(out["history"]) == 2
 
 
 def test_nonfinite_forces_stop_training_with_a_message_and_keep_the_checkpoint(tmp_path):
     x, f, replica = double_well_data(n=1000)
-    settings = ForceMatchingSettings(epochs=4, batch_size=50, max_nonfinite=5)
+    settings = TrainingSettings(epochs=4, batch_size=50, max_nonfinite=5)
     train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=settings, kT=1.0, key=jr.key(1),
                          workdir=tmp_path, progress=False, stop_after_epochs=1)
     bad = f.copy()
@@ -181,7 +181,7 @@ def test_a_few_nonfinite_frames_are_skipped(tmp_path):
     x, f, replica = double_well_data(n=1000)
     f = f.copy()
     f[::97] = np.nan                                              # ~1 % of frames: some batches skipped
-    out = train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=ForceMatchingSettings(epochs=2, batch_size=50),
+    out = train_force_matching(Mlp1d(key=jr.key(0)), x, f, replica, settings=TrainingSettings(epochs=2, batch_size=50),
                                kT=1.0, key=jr.key(1), workdir=tmp_path, progress=False)
     assert sum(h["skipped"] for h in out["history"]) > 0
     assert all(np.isfinite(leaf).all() for leaf in _leaves(out["model"]))

@@ -63,7 +63,7 @@ def slurm_run(tmp_path_factory):
         pytest.skip(f"no SLURM: {missing}")
     workdir = tmp_path_factory.mktemp("slurm")
     # The synthetic stage only: no peptide targets and no PMFs (Müller-Brown's included), so
-    # timing.csv gathers just its jobs.
+    # jobs.csv gathers just its jobs.
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["peptides"] = {}
     config["pmf"]["data"] = []
@@ -72,8 +72,8 @@ def slurm_run(tmp_path_factory):
                sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--profile", str(PROFILE), "--config", "preset=smoke",
                "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs",
-               # The synthetic stage: its tables and figures, and the timing table of all its jobs.
-               "results/tables/synthetic.csv", "results/tables/tempering.csv", "results/tables/timing.csv",
+               # The synthetic stage: its tables and figures, and the table of all its jobs.
+               "results/tables/synthetic.csv", "results/tables/tempering.csv", "results/tables/jobs.csv",
                *[f"results/figures/{t}.manifest.json" for t in ("double_well", "gmm_2d", "gmm_10d")]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S + 120)
     log = result.stdout + result.stderr
@@ -95,12 +95,12 @@ def test_smoke_dag_completes_through_sbatch(slurm_run, capsys):
         print(jobs.to_string(index=False))
         print(next(line for line in reversed(log.splitlines()) if "steps (100%) done" in line))
 
-    timing = pd.read_csv(workdir / "results" / "tables" / "timing.csv")
-    # Every benchmarked job was submitted with sbatch and completed; only `timing` ran locally.
+    timing = pd.read_csv(workdir / "results" / "tables" / "jobs.csv")
+    # Every benchmarked job was submitted with sbatch and completed; only `jobs` ran locally.
     assert len(submitted) == len(timing) == len(jobs)
     assert set(jobs["job"]) == set(submitted)
     assert (jobs["state"] == "COMPLETED").all(), jobs.to_string()
-    assert "localrule timing" in log
+    assert "localrule jobs" in log
 
     # GPU path: JAX jobs asked for one GPU (--gpus=1) and landed on the GPU partition; the
     # rest (tables, figures) asked for none and went to the CPU partition.
@@ -121,7 +121,7 @@ def test_outputs_and_timing_of_the_slurm_run(slurm_run):
     assert set(table["target"]) == {"double_well", "gmm_2d", "gmm_10d"}
     for png in ("double_well_histograms", "gmm_2d_samples", "gmm_10d_pairs"):
         assert (results / "figures" / f"{png}.png").stat().st_size > 10_000
-    timing = pd.read_csv(results / "tables" / "timing.csv")
+    timing = pd.read_csv(results / "tables" / "jobs.csv")
     assert set(timing["rule"]) == {"nuts", "ecg_train", "evaluate", "synthetic_tables", "synthetic_figures"}
     assert (timing["wall_s"] > 0).all()
     # The jobs ran under device: gpu and said so: JAX found no real GPU behind the fake one.

@@ -102,6 +102,33 @@ def test_smoke_dag_trains_and_checks_every_pmf(smoke_run):
 
 
 @pytest.mark.integration
+def test_smoke_dag_writes_the_cgbg_accuracy_and_timing_tables(smoke_run):
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    accuracy = pd.read_csv(results / "tables" / "accuracy.csv")
+    peptide = accuracy[accuracy.system == "ala2"]
+    methods = {f"{kind}-{rep}" for kind in ("cgbg", "flow-unweighted") for rep in ("cartesian", "internal")}
+    assert set(peptide["method"]) == methods | {"obc1", "obc2"}
+    cgbg = peptide[peptide.method.str.startswith("cgbg")]
+    assert set(zip(cgbg.resolution, cgbg.data, cgbg.pmf)) == {
+        (r, d, p) for r in ("core_beta", "heavy_atom", "all_atom") for d in ("biased", "unbiased")
+        for p in ("biased", "unbiased")}
+    assert np.isfinite(cgbg[["js", "js_unc", "pmf_error", "ess", "ess_unc"]]).all().all()
+    assert (cgbg.ess > 0).all() and (cgbg.ess <= 1).all()
+    # CG-BG's published numbers sit beside their own pairing of data and PMF only.
+    own = cgbg[(cgbg.pmf == cgbg.data) & (cgbg.resolution == "core_beta") & (cgbg.data == "biased")]
+    assert (own.published_js == 0.0057).all() and cgbg[cgbg.pmf != cgbg.data].published_js.isna().all()
+    assert set(accuracy.loc[accuracy.system == "muller_brown", "method"]) == {"cgbg", "flow-unweighted"}
+    assert accuracy.config_hash.notna().sum() == len(accuracy) - 2           # the 2 baseline rows: none
+    timing = pd.read_csv(results / "tables" / "timing.csv")
+    assert len(timing[timing.system == "ala2"]) == 3 * 2 * 2                  # resolution × data × representation
+    assert (timing.inference_s_per_1e4 > 0).all() and timing.md_decorrelated_per_s.notna().any()
+    assert (timing.loc[timing.system == "ala2", "pmf_training_s"] > 0).all()
+    for png in ("ala2_cgbg", "cgbg_accuracy_cost"):
+        assert (results / "figures" / f"{png}.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
 def test_smoke_dag_rerun_is_a_no_op(smoke_run):
     workdir, command = smoke_run
     result = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=300)
@@ -134,17 +161,18 @@ def test_report_shows_every_figure_with_caption_and_the_tables(smoke_run):
         assert entry["data_uri"].startswith("data:image/png")
         assert len(re.sub("<[^>]+>", "", entry["caption"])) > 100, name
         assert name.startswith(entry["labels"]["target"] + "_"), name
-    for table in ("synthetic.csv", "tempering.csv", "timing.csv", "simulations.csv", "pmf.csv"):
+    for table in ("synthetic.csv", "tempering.csv", "jobs.csv", "simulations.csv", "pmf.csv", "accuracy.csv",
+                  "timing.csv"):
         entry = entries[f"results/tables/{table}"]
         assert entry["mime_type"] == "text/csv" and entry["caption"]
-    assert {"Synthetic targets", "Simulations", "PMFs", "Tables"} <= set(objects["categories"])
+    assert {"Synthetic targets", "Simulations", "PMFs", "CG-BG", "Tables"} <= set(objects["categories"])
 
 
 @pytest.mark.integration
-def test_timing_table_has_every_job(smoke_run):
+def test_jobs_table_has_every_job(smoke_run):
     workdir, _ = smoke_run
     results = workdir / "results"
-    timing = pd.read_csv(results / "tables" / "timing.csv")
+    timing = pd.read_csv(results / "tables" / "jobs.csv")
     assert list(timing.columns) == ["rule", "target", "wall_s", "max_rss_mb", "cpu_s"]
     files = sorted(p.relative_to(results / "benchmarks").with_suffix("").as_posix()
                    for p in (results / "benchmarks").rglob("*.tsv"))

@@ -17,8 +17,11 @@
     cgbench pmf-validate --system ala2 --resolution core_beta --data biased --model DIR/model.eqx --start FILE.npz --reference FILE.npz --structure FILE.pdb --out DIR
     cgbench pmf-table  --inputs DIR ... --out results/tables/pmf.csv
     cgbench pmf-figure --system ala2 --runs core_beta:biased=cg_md.npz ... --reference FILE.npz --out FILE.png
+    cgbench cgbg       --system ala2 --resolution core_beta --data biased --dataset FILE.npz --pmfs biased=M.eqx unbiased=M.eqx --reference FILE.npz --structure FILE.pdb --out DIR
+    cgbench cgbg-tables --inputs DIR ... --pmfs DIR ... --baselines ala2:obc2=FILE.npz ... --references ala2=FILE.npz --md ala2=PROVENANCE.json ... --out results/tables
+    cgbench cgbg-figure --system ala2 --inputs DIR ... --reference FILE.npz --out FILE.png   (or --accuracy CSV --timing CSV)
     cgbench parity     --sequence KGP --solvent obc2 --samples 100   (JAX energy vs OpenMM; JSON)
-    cgbench timing     --root results/benchmarks --inputs A.tsv ... --out results/tables/timing.csv
+    cgbench jobs       --root results/benchmarks --inputs A.tsv ... --out results/tables/jobs.csv
     cgbench bench      [--fail-above 25] [--tag TAG] [--no-save] [-- PYTEST-ARGS]
 
 ``--config`` takes ``config.yaml`` (resolved with its preset, or ``--preset``) or a resolved
@@ -356,6 +359,64 @@ def cmd_pmf_figure(args, config):
     log.info("wrote %s", path)
 
 
+def _pairs_arg(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` arguments → dict (later keys win)."""
+    return dict(item.split("=", 1) for item in items or [])
+
+
+def cmd_cgbg(args, config):
+    from cgbench.cgbg_stage import run_muller_brown_cgbg, run_peptide_cgbg
+    from cgbench.provenance import write_sidecar
+
+    from cgbench.pmf import load_pmf
+
+    seed = _run_seed(config, args.system, "cgbg", args.resolution or "x", args.data)
+    pmfs = {data: load_pmf(path)[0] for data, path in _pairs_arg(args.pmfs).items()}
+    if args.system == "muller_brown":
+        from cgbench import muller_brown as mb
+
+        scores = run_muller_brown_cgbg(mb.load_data(args.dataset), data=args.data, pmfs=pmfs,
+                                       training_frames=config["muller_brown"]["pmf"]["training_frames"],
+                                       spec=config["muller_brown"]["cgbg"], seed=seed, out=args.out,
+                                       progress=not args.no_progress)
+    else:
+        from cgbench.datasets import load_dataset
+        from cgbench.peptides import peptide_from_config
+        from cgbench.pmf_training import replica_duration_ps
+
+        peptide = peptide_from_config(args.system, config)
+        dataset = load_dataset(args.dataset)
+        max_time_ps = replica_duration_ps(load_dataset(args.cut_to)) if args.cut_to else None
+        scores = run_peptide_cgbg(dataset, _pmf_mapping(args.structure, args.resolution), data=args.data,
+                                  pmfs=pmfs, reference=load_dataset(args.reference), spec=config["cgbg"],
+                                  training_frames=config["pmf"]["training_frames"], kT=dataset["kT"], seed=seed,
+                                  out=args.out, max_time_ps=max_time_ps, system=peptide.name,
+                                  progress=not args.no_progress)
+    write_sidecar(Path(args.out) / "scores.json", config, seed=seed, system=args.system, data=args.data,
+                  resolution=args.resolution, timing=scores["timing"])
+
+
+def cmd_cgbg_tables(args, config):
+    from cgbench.cgbg_tables import write_cgbg_tables
+
+    for p in write_cgbg_tables(args.inputs, pmf_folders=args.pmfs, baselines=args.baselines or [],
+                               references=_pairs_arg(args.references), md=args.md or [], out_dir=args.out,
+                               config=config):
+        log.info("wrote %s", p)
+
+
+def cmd_cgbg_figure(args, config):
+    from cgbench.cgbg_tables import cost_figure, peptide_figure
+
+    if args.accuracy:
+        path = cost_figure(args.accuracy, args.timing, args.out)
+    else:
+        from cgbench.datasets import load_dataset
+
+        path = peptide_figure(args.system, args.inputs, load_dataset(args.reference), args.out)
+    log.info("wrote %s", path)
+
+
 def cmd_parity(args, config):
     """JAX energy vs OpenMM Reference on sampled configurations; JSON on stdout, 1 above tolerance."""
     import json
@@ -383,7 +444,7 @@ def cmd_parity(args, config):
     return 0
 
 
-def cmd_timing(args, config):
+def cmd_jobs(args, config):
     from cgbench.timing import write_timing
 
     for p in write_timing(args.inputs, args.root, args.out):
@@ -399,7 +460,7 @@ def cmd_bench(args, config):
 
 
 # Subcommands that never touch JAX (no device selection, no JAX import).
-NO_DEVICE = {"validate", "timing", "bench", "md", "simulations-table", "pmf-table"}
+NO_DEVICE = {"validate", "jobs", "cgbg-tables", "cgbg-figure", "bench", "md", "simulations-table", "pmf-table"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -550,16 +611,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure .png")
     p.set_defaults(func=cmd_pmf_figure)
 
+    p = sub.add_parser("cgbg", help="CG-BG: flows on a PMF's frames, proposals reweighted with the PMFs, scores")
+    p.add_argument("--system", required=True, help="peptide name, or muller_brown")
+    p.add_argument("--resolution", choices=["core_beta", "heavy_atom", "all_atom"], help="peptides only")
+    p.add_argument("--data", required=True, choices=["biased", "unbiased"], help="the PMF (and frames) of the method")
+    p.add_argument("--dataset", required=True, help="CG dataset .npz the PMF of --data was trained on "
+                   "(Müller-Brown: data .npz)")
+    p.add_argument("--cut-to", help="dataset whose replica length cuts this one's replicas (PMF_U)")
+    p.add_argument("--pmfs", nargs="+", required=True, help="DATA=model.eqx of every PMF to reweight with")
+    p.add_argument("--reference", help="reference MD dataset (peptides)")
+    p.add_argument("--structure", help="structure .pdb (peptides)")
+    p.add_argument("--out", required=True, help="output folder (flows, proposals, scores.json)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_cgbg)
+
+    p = sub.add_parser("cgbg-tables", help="results/tables/accuracy.csv|md and timing.csv|md (CG-BG)")
+    p.add_argument("--inputs", nargs="+", required=True, help="cgbg folders (scores.json)")
+    p.add_argument("--pmfs", nargs="*", default=[], help="pmf-train folders (training.json: PMF training time)")
+    p.add_argument("--baselines", nargs="*", help="PEPTIDE:SOLVENT=dataset.npz of unbiased MD (explicit = reference)")
+    p.add_argument("--references", nargs="*", help="PEPTIDE=dataset.npz of the reference MD")
+    p.add_argument("--md", nargs="*", help="PEPTIDE=frames.npz.provenance.json of each reference MD replica")
+    p.add_argument("--out", required=True, help="tables folder")
+    p.set_defaults(func=cmd_cgbg_tables)
+
+    p = sub.add_parser("cgbg-figure", help="CG-BG figures: a peptide's Ramachandran panels and profiles, "
+                       "or accuracy vs cost")
+    p.add_argument("--system", help="peptide name")
+    p.add_argument("--inputs", nargs="*", help="cgbg folders of the peptide")
+    p.add_argument("--reference", help="reference MD dataset")
+    p.add_argument("--accuracy", help="accuracy.csv (the cost figure)")
+    p.add_argument("--timing", help="timing.csv (the cost figure)")
+    p.add_argument("--out", required=True, help="figure .png")
+    p.set_defaults(func=cmd_cgbg_figure)
+
     p = sub.add_parser("tables", help="gather evaluations into results/tables")
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_tables)
 
-    p = sub.add_parser("timing", help="gather Snakemake benchmark files into a timing table")
+    p = sub.add_parser("jobs", help="gather Snakemake benchmark files into the table of every job's cost")
     p.add_argument("--root", required=True, help="benchmark folder: ROOT/<rule>/<job>.tsv")
     p.add_argument("--inputs", nargs="+", required=True, help="benchmark .tsv files")
-    p.add_argument("--out", required=True, help="timing .csv (a .md is written next to it)")
-    p.set_defaults(func=cmd_timing)
+    p.add_argument("--out", required=True, help="jobs .csv (a .md is written next to it)")
+    p.set_defaults(func=cmd_jobs)
 
     from cgbench import bench
 

@@ -315,7 +315,7 @@ FIG_DPI = 120
 RAMA_BINS = 72
 
 
-def _rama_panel(ax, phi, psi, weights):
+def ramachandran_panel(ax, phi, psi, weights):
     """Weighted 2-D (φ, ψ) histogram (probability per bin), log colour scale, radians."""
     from matplotlib.colors import LogNorm
 
@@ -370,7 +370,7 @@ def dihedral_figure(runs, path, *, title: str, time_label: str = "time (ns)") ->
             if not phi.shape == psi.shape == time_ns.shape:
                 raise ValueError(f"run {run['label']!r}: time_ns, phi and psi shapes differ")
             _time_panel(ax_t, time_ns, phi, psi, run["label"], time_label)
-            _rama_panel(ax_r, phi, psi, run.get("weights"))
+            ramachandran_panel(ax_r, phi, psi, run.get("weights"))
         fig.suptitle(title)
         fig.savefig(path, dpi=FIG_DPI)
     fig.clear()

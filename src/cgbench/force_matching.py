@@ -20,17 +20,9 @@ F − (−∇U_η) of the trained model instead (``predicted``), whose smooth pa
 on ala2 core_beta (OBC2, 20 000 frames) the raw estimate was 422 kJ/mol/nm, above the model's own
 error of 288, the residual one 283 (256-283 as the fitted share of pairs goes from 10 % to 50 %).
 
-Training (:func:`train_force_matching`): the frames are split into train and validation sets by
-**time blocks** (:func:`time_block_split`: each replica cut into ``blocks`` contiguous blocks, a
-fraction of them, spread over the run, held out), not by random frames, which would put
-near-copies of validation frames into training. Adam with a cosine-decayed learning rate and
-global-norm gradient clipping (optax), a lax.scan over the minibatches of an epoch, early
-stopping on the validation loss with ``patience`` epochs, the best model kept. Updates with a
-non-finite loss or gradient are skipped (``optax.apply_if_finite``); after ``max_nonfinite``
-consecutive ones training stops with an error, the last checkpoint kept. A checkpoint after every
-epoch (parameters, optimiser state, best model, history) lets a killed job resume; minibatch
-order is drawn from ``fold_in(key, epoch)``, so a resumed run equals an uninterrupted one.
-The loss is computed on forces in units of kT/nm (F / kT) so that learning rate and clipping
+Training (:func:`train_force_matching`) runs :func:`cgbench.training.train_minibatches`: a split
+of the frames by time blocks, Adam on a cosine schedule with clipping, early stopping, NaN
+skipping, a checkpoint per epoch and a bit-identical resume (see there). The loss is computed on forces in units of kT/nm (F / kT) so that learning rate and clipping
 do not depend on the system; reported errors are in the data's units (kJ/mol/nm for
 peptides, kT per unit length for Müller-Brown).
 
@@ -40,85 +32,17 @@ A model is any equinox Module with ``model(position) -> energy`` for one configu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
-import optax
-from tqdm.auto import tqdm
 
-from cgbench.atomic import atomic_write_bytes, atomic_write_json
+from cgbench.training import TrainingSettings, train_minibatches
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ForceMatchingSettings:
-    """Settings of :func:`train_force_matching` (config block ``pmf.training``).
-
-    Attributes:
-        epochs: Maximum passes over the training frames.
-        batch_size: Frames per gradient step.
-        learning_rate: Adam's initial learning rate.
-        final_learning_rate: Fraction of it reached at the last epoch (cosine decay).
-        clip_norm: Global-norm gradient clipping (loss on forces in kT/nm).
-        patience: Epochs without a better validation loss before stopping.
-        validation_fraction: Share of each replica's time blocks held out.
-        blocks: Time blocks per replica.
-        max_nonfinite: Consecutive skipped (non-finite) updates before training stops.
-    """
-
-    epochs: int = 100
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    final_learning_rate: float = 0.01
-    clip_norm: float = 10.0
-    patience: int = 10
-    validation_fraction: float = 0.2
-    blocks: int = 10
-    max_nonfinite: int = 20
-
-
-class NonFiniteTrainingError(RuntimeError):
-    """Too many consecutive non-finite updates; the last good checkpoint is kept."""
-
-
-def time_block_split(replica, *, blocks: int, validation_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices of the training and validation sets, split by contiguous time blocks.
-
-    Args:
-        replica: ``(N,)`` replica of each frame; frames of a replica are contiguous and in time order.
-        blocks: Blocks each replica is cut into (``np.array_split``).
-        validation_fraction: Share of the blocks of each replica held out (at least one), spread
-            evenly over the run (for 10 blocks and 0.2: blocks 2 and 7).
-
-    Returns:
-        ``(train, validation)`` sorted int arrays.
-    """
-    replica = np.asarray(replica)
-    if blocks < 2:
-        raise ValueError(f"blocks {blocks}: need at least 2 to hold some out")
-    if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction {validation_fraction} must be in (0, 1)")
-    n_val = min(blocks - 1, max(1, round(blocks * validation_fraction)))
-    held_out = {int((k + 0.5) * blocks / n_val) for k in range(n_val)}
-    train, validation = [], []
-    for r in np.unique(replica):
-        frames = np.flatnonzero(replica == r)
-        for b, block in enumerate(np.array_split(frames, blocks)):
-            (validation if b in held_out else train).append(block)
-    train, validation = np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
-    if len(train) == 0 or len(validation) == 0:
-        raise ValueError(f"{len(replica)} frames are too few for {blocks} blocks per replica")
-    return train, validation
 
 
 def predicted_forces(model, positions):
@@ -126,8 +50,8 @@ def predicted_forces(model, positions):
     return -jax.vmap(jax.grad(model))(positions)
 
 
-def _loss(params, static, positions, forces, inv_kT):
-    model = eqx.combine(params, static)
+def force_matching_loss(model, positions, forces, inv_kT):
+    """Mean over a batch and components of ``|(−∇U − F) / kT|²``, in (F/kT)²."""
     return jnp.mean(((predicted_forces(model, positions) - forces) * inv_kT) ** 2)
 
 
@@ -147,15 +71,6 @@ def _squared_error_sum(model, positions, forces, mask, inv_kT):
     err = ((predicted_forces(model, positions) - forces) * inv_kT) ** 2
     mask = mask * finite
     return jnp.sum(jnp.where(mask > 0, err.reshape(len(positions), -1).mean(-1), 0.0)), jnp.sum(mask)
-
-
-def make_optimizer(settings: ForceMatchingSettings, total_steps: int) -> optax.GradientTransformation:
-    """Adam on a cosine schedule, after global-norm clipping; non-finite updates skipped."""
-    schedule = optax.cosine_decay_schedule(settings.learning_rate, max(total_steps, 1),
-                                           alpha=settings.final_learning_rate)
-    inner = optax.chain(optax.clip_by_global_norm(settings.clip_norm), optax.adam(schedule))
-    # Skipping is counted by us (notfinite_count); the limit here is only a backstop.
-    return optax.apply_if_finite(inner, max_consecutive_errors=10**9)
 
 
 def mean_squared_force_error(model, positions, forces, *, kT: float = 1.0, chunk: int = 512) -> float:
@@ -185,16 +100,10 @@ _squared_error_sum_jit = eqx.filter_jit(_squared_error_sum)
 _predicted_forces_jit = eqx.filter_jit(predicted_forces)
 
 
-def _fingerprint(settings: ForceMatchingSettings, extra: dict, n_train: int, n_val: int) -> str:
-    text = json.dumps({"settings": asdict(settings), "extra": extra, "n_train": n_train, "n_val": n_val},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def train_force_matching(model, positions, forces, replica, *, settings: ForceMatchingSettings, kT: float,
+def train_force_matching(model, positions, forces, replica, *, settings: TrainingSettings, kT: float,
                          key, workdir: str | Path, fingerprint: dict | None = None, progress: bool = True,
                          stop_after_epochs: int | None = None) -> dict:
-    """Train ``model`` by force matching, with early stopping, checkpoints and resume.
+    """Train ``model`` by force matching (:func:`cgbench.training.train_minibatches`).
 
     Args:
         model: Initial model (equinox Module, ``model(position) -> energy`` in kJ/mol, or kT for
@@ -202,7 +111,7 @@ def train_force_matching(model, positions, forces, replica, *, settings: ForceMa
         positions: ``(N, *shape)`` configurations (nm).
         forces: ``(N, *shape)`` mapped forces (kJ/mol/nm), noisy samples of the mean force.
         replica: ``(N,)`` replica of each frame, for the time-block split.
-        settings: :class:`ForceMatchingSettings`.
+        settings: :class:`cgbench.training.TrainingSettings`.
         kT: kJ/mol (1 for dimensionless systems); the loss is on F / kT.
         key: PRNG key of the minibatch order.
         workdir: Folder of ``checkpoint.eqx`` / ``checkpoint.json`` (resumed if they match).
@@ -217,98 +126,25 @@ def train_force_matching(model, positions, forces, replica, *, settings: ForceMa
         ``validation_mse``, ``train_frames``, ``validation_frames``, ``epochs``, ``stopped_early``,
         ``finished``, ``wall_s`` (training time, all calls summed).
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     dtype = jnp.asarray(positions).dtype
     positions = jnp.asarray(positions, dtype)
     forces = jnp.asarray(forces, dtype)
-    train_idx, val_idx = time_block_split(replica, blocks=settings.blocks,
-                                          validation_fraction=settings.validation_fraction)
-    batch_size = min(settings.batch_size, len(train_idx))
-    n_batches = len(train_idx) // batch_size
-    optimizer = make_optimizer(settings, settings.epochs * n_batches)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
-    best = params
-    state = {"epoch": 0, "best_epoch": 0, "best_validation": float("inf"), "bad_epochs": 0, "history": [],
-             "wall_s": 0.0, "finished": False, "stopped_early": False,
-             "fingerprint": _fingerprint(settings, fingerprint or {}, len(train_idx), len(val_idx))}
-    ckpt_eqx, ckpt_json = workdir / "checkpoint.eqx", workdir / "checkpoint.json"
-    if ckpt_eqx.exists() and ckpt_json.exists():
-        saved = json.loads(ckpt_json.read_text())
-        if saved.get("fingerprint") == state["fingerprint"]:
-            params, opt_state, best = eqx.tree_deserialise_leaves(ckpt_eqx, (params, opt_state, best))
-            state = saved
-            log.info("resuming force matching after epoch %d (best %d)", state["epoch"], state["best_epoch"])
-        else:
-            log.warning("checkpoint in %s was made with other settings or data; starting afresh", workdir)
-
     inv_kT = 1.0 / kT
-    train_x, train_f = positions[train_idx], forces[train_idx]
 
-    @eqx.filter_jit
-    def run_epoch(params, opt_state, batches):
-        def step(carry, idx):
-            params, opt_state = carry
-            loss, grads = eqx.filter_value_and_grad(_loss)(params, static, train_x[idx], train_f[idx], inv_kT)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (eqx.apply_updates(params, updates), opt_state), loss
+    def loss(model, x, f):
+        return force_matching_loss(model, x, f, inv_kT)
 
-        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-        return params, opt_state, losses
+    def validate(model, frames):   # in the loss's units, (F / kT)²
+        return mean_squared_force_error(model, positions[frames], forces[frames], kT=kT) / kT ** 2
 
-    bar = tqdm(total=settings.epochs, initial=state["epoch"], disable=not progress, desc="force matching",
-               unit="epoch")
-    epochs_this_call = 0
-    while not state["finished"]:
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            break
-        start = time.perf_counter()
-        epoch = state["epoch"]
-        order = jr.permutation(jr.fold_in(key, epoch), len(train_idx))[: n_batches * batch_size]
-        params, opt_state, losses = run_epoch(params, opt_state, order.reshape(n_batches, batch_size))
-        consecutive = int(opt_state.notfinite_count)
-        skipped = int(opt_state.total_notfinite) - sum(h["skipped"] for h in state["history"])
-        if consecutive >= settings.max_nonfinite:
-            bar.close()
-            raise NonFiniteTrainingError(
-                f"force matching: {consecutive} consecutive updates with a non-finite loss or gradient in "
-                f"epoch {epoch + 1}; stopped. The checkpoint of epoch {epoch} in {workdir} is kept — lower "
-                "pmf.training.learning_rate or clip_norm, or check the data for NaN forces.")
-        current = eqx.combine(params, static)
-        val_mse = mean_squared_force_error(current, positions[val_idx], forces[val_idx], kT=kT)
-        finite = np.isfinite(losses)
-        train_mse = float(np.mean(np.asarray(losses)[np.asarray(finite)])) * kT ** 2 if finite.any() else float("nan")
-        state["epoch"] = epoch + 1
-        state["wall_s"] += time.perf_counter() - start
-        lr = float(optax.cosine_decay_schedule(settings.learning_rate, max(settings.epochs * n_batches, 1),
-                                               alpha=settings.final_learning_rate)(state["epoch"] * n_batches))
-        state["history"].append({"epoch": state["epoch"], "train_mse": train_mse, "validation_mse": val_mse,
-                                 "learning_rate": lr, "skipped": skipped, "wall_s": state["wall_s"]})
-        if val_mse < state["best_validation"]:
-            state.update(best_validation=val_mse, best_epoch=state["epoch"], bad_epochs=0)
-            best = params
-        else:
-            state["bad_epochs"] += 1
-        if state["bad_epochs"] >= settings.patience:
-            state.update(finished=True, stopped_early=True)
-        if state["epoch"] >= settings.epochs:
-            state["finished"] = True
-        atomic_write_bytes(ckpt_eqx, lambda f: eqx.tree_serialise_leaves(f, (params, opt_state, best)))
-        atomic_write_json(ckpt_json, state)
-        bar.update(1)
-        bar.set_postfix(train_rmse=f"{np.sqrt(train_mse):.3g}", val_rmse=f"{np.sqrt(val_mse):.3g}")
-        log.info("epoch %d: train RMSE %.4g, validation RMSE %.4g%s", state["epoch"], np.sqrt(train_mse),
-                 np.sqrt(val_mse), f", {skipped} updates skipped" if skipped else "")
-        epochs_this_call += 1
-    bar.close()
-    if state["finished"] and state["best_epoch"] == 0:
-        raise NonFiniteTrainingError(f"force matching: the validation loss was never finite in {state['epoch']} "
-                                     f"epochs ({workdir}); check the validation frames' forces")
-    return {"model": eqx.combine(best, static), "history": state["history"], "best_epoch": state["best_epoch"],
-            "validation_mse": state["best_validation"], "train_frames": int(len(train_idx)),
-            "validation_frames": int(len(val_idx)), "epochs": state["epoch"],
-            "stopped_early": state["stopped_early"], "finished": state["finished"], "wall_s": state["wall_s"]}
+    result = train_minibatches(model, loss, (positions, forces), replica, validate=validate, settings=settings,
+                               key=key, workdir=workdir, fingerprint=fingerprint, progress=progress,
+                               stop_after_epochs=stop_after_epochs, name="force matching")
+    scale = kT ** 2
+    history = [{"epoch": h["epoch"], "train_mse": h["train_loss"] * scale, "validation_mse": h["validation_loss"] * scale,
+                "learning_rate": h["learning_rate"], "skipped": h["skipped"], "wall_s": h["wall_s"]}
+               for h in result.pop("history")]
+    return {**result, "history": history, "validation_mse": result.pop("validation_loss") * scale}
 
 
 def superpose(positions, forces, reference=None) -> tuple[np.ndarray, np.ndarray]:

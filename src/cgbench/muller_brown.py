@@ -353,7 +353,7 @@ def load_data(path: str | Path) -> dict:
     return out
 
 
-def _bin_log_masses(x_edges, energy, kT, points_per_bin):
+def bin_log_masses(x_edges, energy, kT, points_per_bin):
     """Unnormalised log ∫_bin exp(−E/kT) dx per bin ``(n_bins,)``, midpoint rule.
 
     ``energy``: a callable (numpy or JAX, x array -> energies) evaluated at ``points_per_bin``
@@ -397,8 +397,8 @@ def pmf_error(x_edges, exact_free_energy, model_energy, *, kT: float = 1.0, poin
     Returns:
         The error, (kT)², a Python float.
     """
-    log_p = _bin_log_masses(x_edges, exact_free_energy, kT, points_per_bin)
-    log_q = _bin_log_masses(x_edges, model_energy, kT, points_per_bin)
+    log_p = bin_log_masses(x_edges, exact_free_energy, kT, points_per_bin)
+    log_q = bin_log_masses(x_edges, model_energy, kT, points_per_bin)
     p = np.maximum(np.exp(log_p - logsumexp(log_p)), floor)
     q = np.maximum(np.exp(log_q - logsumexp(log_q)), floor)
     m = 0.5 * (p + q)

@@ -246,7 +246,7 @@ def peptide_pmf_figure(peptide: str, runs: dict, reference_dataset: dict, path: 
             ax.set_xlim(-np.pi, np.pi)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{peptide}: free energy from CG MD with learned PMFs (kT = {kT:.2f} kJ/mol)", fontsize=10)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def muller_brown_pmf_figure(curves: dict, path: str | Path) -> Path:
@@ -272,10 +272,10 @@ def muller_brown_pmf_figure(curves: dict, path: str | Path) -> Path:
     ax.set_ylabel("PMF (kT)")
     ax.set_title("Müller-Brown: learned vs exact PMF along x", fontsize=10)
     ax.legend(fontsize=7)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def _save_figure(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from cgbench.atomic import atomic_write_json
-from cgbench.force_matching import ForceMatchingSettings, force_noise_floor, model_forces, train_force_matching
+from cgbench.force_matching import force_noise_floor, model_forces, train_force_matching
+from cgbench.training import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,9 @@ def select_training_frames(dataset: dict, *, max_time_ps: float | None = None,
     return out
 
 
-def training_settings(spec: dict) -> ForceMatchingSettings:
-    """:class:`ForceMatchingSettings` from a config ``training`` block."""
-    return ForceMatchingSettings(**spec)
+def training_settings(spec: dict) -> TrainingSettings:
+    """:class:`cgbench.training.TrainingSettings` from a config ``training`` block."""
+    return TrainingSettings(**spec)
 
 
 def _write_outputs(out: Path, model, result: dict, floor: dict, hyperparameters: dict) -> dict:
