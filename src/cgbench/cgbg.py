@@ -195,7 +195,7 @@ def fit_coordinates(positions, mapping, representation: str, *, interval: float,
         raise ValueError(f"representation {representation!r}: expected one of {REPRESENTATIONS}")
     zm = ic.zmatrix(mapping) if representation == "internal" else None
     probe = FlowCoordinates(representation, jnp.zeros(1), jnp.ones(1), (LINEAR,), interval, zm, mapping)
-    y = np.asarray(jax.vmap(probe.coordinates)(jnp.asarray(positions)), np.float64)
+    y = np.asarray(jax.jit(jax.vmap(probe.coordinates))(jnp.asarray(positions)), np.float64)
     w = np.full(len(y), 1.0 / len(y)) if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
     mean = w @ y
     scale = np.maximum(np.sqrt(w @ (y - mean) ** 2), 1e-6)
