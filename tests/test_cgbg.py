@@ -76,7 +76,7 @@ def soft_chain(core_beta):
     mapping, _ = core_beta
     zm = ic.zmatrix(mapping)
     rng = np.random.default_rng(1)
-    n = 10000
+    n = 20000
     bonds = np.stack([_grid_sampler(_log_bond, 1e-4, 0.4, rng, n)[0] for _ in range(zm.n_bonds)], -1)
     angles = np.stack([_grid_sampler(_log_angle, 1e-4, np.pi - 1e-4, rng, n)[0] for _ in range(zm.n_angles)], -1)
     torsions = rng.uniform(-np.pi, np.pi, (n, zm.n_torsions))
