@@ -182,3 +182,22 @@ def test_peptide_figure(peptide_run, ala2_data, tmp_path):
     out, _ = peptide_run
     _, data, _ = ala2_data
     assert peptide_figure("ala2", [out], data, tmp_path / "fig.png").stat().st_size > 10_000
+
+
+def test_a_trained_flow_is_loaded_not_retrained(tmp_path, ala2_data):
+    """A job killed after its first representation redoes only the rest: same data, settings and key
+    load the flow from its folder; another key trains afresh."""
+    from cgbench.cgbg_stage import train_representation
+
+    mapping, data, _ = ala2_data
+    first, summary = train_representation(data, mapping, "internal", spec=TINY, key=jr.key(3), out=tmp_path,
+                                          progress=False)
+    stamp = (tmp_path / "history.csv").stat().st_mtime_ns
+    again, summary_again = train_representation(data, mapping, "internal", spec=TINY, key=jr.key(3), out=tmp_path,
+                                                progress=False)
+    assert (tmp_path / "history.csv").stat().st_mtime_ns == stamp and summary_again == json.loads(json.dumps(summary))
+    for a, b in zip(jax.tree.leaves(eqx.filter(first, eqx.is_inexact_array)),
+                    jax.tree.leaves(eqx.filter(again, eqx.is_inexact_array))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    train_representation(data, mapping, "internal", spec=TINY, key=jr.key(4), out=tmp_path, progress=False)
+    assert (tmp_path / "history.csv").stat().st_mtime_ns != stamp

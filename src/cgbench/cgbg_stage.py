@@ -126,7 +126,11 @@ def _inside(u: np.ndarray, interval: float) -> np.ndarray:
 
 def train_representation(data: dict, mapping, representation: str, *, spec: dict, key, out: Path,
                          progress: bool = True) -> tuple[cgbg.CGFlow, dict]:
-    """Fit the coordinates and train one flow on a dataset's frames; write it to ``out``."""
+    """Fit the coordinates and train one flow on a dataset's frames; write it to ``out``.
+
+    A flow already in ``out`` from the same data, settings and key (its ``training.json``
+    fingerprint) is loaded instead: a job killed after its first representation redoes only the rest.
+    """
     init_key, train_key = jr.split(key)
     positions = np.asarray(data["positions"], np.float32)
     coords = cgbg.fit_coordinates(positions, mapping, representation, interval=spec["interval"])
@@ -135,23 +139,29 @@ def train_representation(data: dict, mapping, representation: str, *, spec: dict
     if not inside.all():
         log.info("%s: %d of %d frames outside the flow's box (> %.1f sd) left out", representation,
                  int((~inside).sum()), len(u), spec["interval"])
+    weights = np.asarray(data["weights"])[inside] if spec["weighted"] else None
+    fingerprint = {"spec": spec, "frames": int(inside.sum()), "representation": representation,
+                   "u_sum": float(u[inside].sum()), "w_sum": float(np.sum(weights)) if weights is not None else None,
+                   "key": np.asarray(jr.key_data(key)).tolist()}
+    done = out / "training.json"
+    if done.exists() and (out / "flow.eqx").exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        log.info("%s: flow already trained in %s; loaded", representation, out)
+        return load_flow(out / "flow.eqx", mapping), json.loads(done.read_text())
     flow = cgbg.new_flow(coords, spec["flow"], key=init_key)
     settings = TrainingSettings(**spec["training"])
-    weights = np.asarray(data["weights"])[inside] if spec["weighted"] else None
     result = train_flow_on_features(flow.flow, u[inside], np.asarray(data["replica"])[inside], settings=settings,
                                     key=train_key, workdir=out, progress=progress, weights=weights,
-                                    fingerprint={"spec": spec, "frames": int(inside.sum()),
-                                                 "representation": representation, "u_sum": float(u[inside].sum()),
-                                                 "w_sum": float(np.sum(weights)) if weights is not None else None})
+                                    fingerprint=fingerprint)
     trained = cgbg.CGFlow(coords, result["model"])
-    summary = {"representation": representation, "dim": coords.dim, "train_frames": result["train_frames"],
+    summary = {"fingerprint": fingerprint, "representation": representation, "dim": coords.dim,
+               "train_frames": result["train_frames"],
                "validation_frames": result["validation_frames"], "outside_box": int((~inside).sum()),
                "epochs": result["epochs"], "best_epoch": result["best_epoch"],
                "stopped_early": result["stopped_early"], "validation_nll": result["validation_loss"],
                "training_s": result["wall_s"]}
     save_flow(out / "flow.eqx", trained, {"flow": spec["flow"], "training": summary})
-    pd.DataFrame(result["history"]).to_csv(out / "history.csv", index=False)
     atomic_write_json(out / "training.json", summary)
+    pd.DataFrame(result["history"]).to_csv(out / "history.csv", index=False)
     for name in ("checkpoint.eqx", "checkpoint.json"):
         (out / name).unlink(missing_ok=True)
     return trained, summary
