@@ -113,12 +113,8 @@ def train_force_matching(model, positions, forces, replica, *, settings: Trainin
         replica: ``(N,)`` replica of each frame, for the time-block split.
         settings: :class:`cgbench.training.TrainingSettings`.
         kT: kJ/mol (1 for dimensionless systems); the loss is on F / kT.
-        key: PRNG key of the minibatch order.
-        workdir: Folder of ``checkpoint.eqx`` / ``checkpoint.json`` (resumed if they match).
-        fingerprint: Anything else that must match for a checkpoint to be resumed (data, model).
-        progress: Show a tqdm bar over epochs.
-        stop_after_epochs: Stop (checkpoint kept, ``finished`` False) after this many epochs of
-            this call — for tests of resume.
+        key, workdir, fingerprint, progress, stop_after_epochs: as
+            :func:`cgbench.training.train_minibatches` (minibatch order, checkpoint folder and resume).
 
     Returns:
         ``model`` (best on validation), ``history`` (a dict per epoch: ``epoch``, ``train_mse``,
