@@ -21,10 +21,11 @@ from cgbench.resolutions import cg_mapping, map_positions, phi_psi
 from cgbench.training import TrainingSettings
 
 KT = 2.494
-TINY = {"representations": ["cartesian", "internal"], "flow": {"layers": 2, "mlp_depth": 1, "mlp_width": 8, "knots": 4},
-        "interval": 5.0, "weighted": True, "training": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3, "final_learning_rate": 0.01,
-                                      "clip_norm": 10.0, "patience": 5, "validation_fraction": 0.2, "blocks": 4,
-                                      "max_nonfinite": 20},
+TINY = {"representations": ["cartesian", "internal"],
+        "flow": {"layers": 2, "mlp_depth": 1, "mlp_width": 8, "knots": 4},
+        "interval": 5.0, "weighted": True,
+        "training": {"epochs": 2, "batch_size": 32, "learning_rate": 1e-3, "final_learning_rate": 0.01, "clip_norm": 10.0,
+                     "patience": 5, "validation_fraction": 0.2, "blocks": 4, "max_nonfinite": 20},
         "samples": 1000, "inference_samples": 200, "bootstrap": 5}
 
 
@@ -139,7 +140,8 @@ def test_muller_brown_reweighting_with_the_exact_pmf_recovers_it(tmp_path):
 
 def test_baseline_rows_score_md_against_explicit():
     rng = np.random.default_rng(0)
-    ref = {"phi": rng.normal(-1.5, 0.3, (4000, 1)), "psi": rng.normal(2.5, 0.3, (4000, 1)), "weights": np.full(4000, 1 / 4000)}
+    ref = {"phi": rng.normal(-1.5, 0.3, (4000, 1)), "psi": rng.normal(2.5, 0.3, (4000, 1)),
+           "weights": np.full(4000, 1 / 4000)}
     same = {k: v.copy() for k, v in ref.items()}
     shifted = dict(same, phi=same["phi"] + 1.0)
     rows = {r["method"]: r for r in baseline_rows("ala2", {"explicit": ref, "obc1": same, "obc2": shifted},

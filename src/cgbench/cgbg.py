@@ -22,12 +22,12 @@ Representations (:class:`FlowCoordinates`): the flow acts on features u in the b
   standardised like F. A torsion whose data stay within a narrow arc (I circular standard
   deviations on either side of its circular mean fit in (−π, π): the torsions that place a
   branch — CB, O — against a sibling) is standardised on that arc, so the proposal cannot reach
-  the other side — the mirror form of CA. Any other torsion (φ, ψ) lives on the circle: it is first rotated so that its
-  widest run of least-populated bins in the data (a 36-bin histogram) is cut in its middle at ±π, τ' = wrap(τ − c), and
-  then sent through the inverse CDF of the base, u = G⁻¹((τ' + π)/2π) with G the CDF of the
-  standard normal truncated to [−I, I]. So the identity flow is *uniform* on every torsion, the
-  seam of the interval falls where the data have (almost) no mass, and the flow need only learn
-  the deviation from uniform.
+  the other side — the mirror form of CA. Any other torsion (φ, ψ) lives on the circle: it is
+  first rotated so that the widest run of least-populated bins of the data (a 36-bin histogram)
+  is cut in its middle at ±π, τ' = wrap(τ − c), and then sent through the inverse CDF of the
+  base, u = G⁻¹((τ' + π)/2π) with G the CDF of the standard normal truncated to [−I, I]. So the
+  identity flow is *uniform* on such a torsion, the seam falls where the data have (almost) no
+  mass, and the flow need only learn the deviation from uniform.
 
 Densities. A flow gives log q_u(u). The Boltzmann density is one over Cartesian coordinates
 modulo rigid motions; :meth:`CGFlow.log_proposal` returns q with respect to that same measure,
@@ -43,6 +43,9 @@ by kT = R·T (kJ/mol) explicitly.
 
 Training data outside the box (a standardised bond or angle beyond ±I, i.e. > I σ from its
 mean) would have log q = −∞; such frames are dropped and counted (I = 5: a handful in 10⁵).
+Proposals the box maps to impossible geometry (a negative bond length or an angle beyond π, only
+possible when a coordinate's mean is within I σ of its bound) have a non-finite log q and get
+weight 0, which leaves the self-normalised estimate consistent.
 
 Chirality: the data of an L-peptide have no D-form; the proposal's share of D-form samples (the
 sign of the improper N–CA–C–CB volume of every residue against the data's) is measured and

@@ -308,13 +308,14 @@ def peptide_figure(peptide: str, folders: list[str | Path], reference: dict, pat
                     continue
                 for rep in representations:
                     proposals = np.load(folder / f"proposals_{rep}.npz")
-                    x, f = free_energy_profile(proposals[angle][:, pair], normalised_weights(proposals[f"log_w_{data}"]),
-                                               kT=kT)
-                    ax.plot(x, f, style, color=colours.get(rep), lw=1.2, label=f"{rep}, {data} flow + PMF_{data[0].upper()}")
-                if data == "biased" and "log_w_unbiased" in np.load(folder / f"proposals_{representations[-1]}.npz"):
-                    proposals = np.load(folder / f"proposals_{representations[-1]}.npz")
-                    x, f = free_energy_profile(proposals[angle][:, pair], normalised_weights(proposals["log_w_unbiased"]),
-                                               kT=kT)
+                    weights = normalised_weights(proposals[f"log_w_{data}"])
+                    x, f = free_energy_profile(proposals[angle][:, pair], weights, kT=kT)
+                    ax.plot(x, f, style, color=colours.get(rep), lw=1.2,
+                            label=f"{rep}, {data} flow + PMF_{data[0].upper()}")
+                proposals = np.load(folder / f"proposals_{representations[-1]}.npz")
+                if data == "biased" and "log_w_unbiased" in proposals:
+                    weights = normalised_weights(proposals["log_w_unbiased"])
+                    x, f = free_energy_profile(proposals[angle][:, pair], weights, kT=kT)
                     ax.plot(x, f, ":", color="tab:red", lw=1.5,
                             label=f"{representations[-1]}, biased flow + PMF_U (simulation-free)")
             ax.set(xlim=(-np.pi, np.pi), ylim=(0, 12 * kT), xlabel=f"{'φ' if angle == 'phi' else 'ψ'} (rad)",
