@@ -151,7 +151,7 @@ def test_log_proposal_of_samples_matches_sampling(core_beta, representation):
     mapping, x = core_beta
     with jax.enable_x64(True):
         coords = cgbg.fit_coordinates(np.asarray(x, np.float64), mapping, representation, interval=5.0)
-        flow = cgbg.new_flow(coords, SMALL_FLOW, key=jr.key(0))
+        flow = cgbg.new_flow(coords, {**SMALL_FLOW, "layers": 2}, key=jr.key(0))
         flow = eqx.tree_at(lambda f: f.flow, flow, perturb(flow.flow, 0.1, 3))
         positions, log_q = flow.sample_and_log_proposal(jr.key(1), 500)
         again = jax.vmap(flow.log_proposal)(positions)

@@ -125,8 +125,8 @@ def test_muller_brown_reweighting_with_the_exact_pmf_recovers_it(tmp_path):
     that of the biased distribution to sampling noise (negative control: the unweighted proposals)."""
     data = mb.generate_data(biased=True, trajectories=4, frames=2500, key=jr.key(0), equilibration_steps=1000)
     spec = {"flow": {"layers": 3, "mlp_depth": 1, "mlp_width": 16, "knots": 8}, "interval": 5.0,
-            "training": {**TINY["training"], "epochs": 30, "batch_size": 128, "learning_rate": 3e-3, "patience": 30},
-            "samples": 40000, "bootstrap": 10, "bins": 50}
+            "training": {**TINY["training"], "epochs": 15, "batch_size": 128, "learning_rate": 3e-3, "patience": 30},
+            "samples": 20000, "bootstrap": 10, "bins": 50}
     scores = run_muller_brown_cgbg(data, data="biased", pmfs={"biased": ExactMullerBrownPMF()}, training_frames=10000,
                                    spec=spec, seed=0, out=tmp_path, progress=False)
     rows = {r["method"]: r for r in scores["rows"]}

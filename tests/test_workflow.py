@@ -89,7 +89,7 @@ def test_smoke_dag_trains_and_checks_every_pmf(smoke_run):
     table = pd.read_csv(results / "tables" / "pmf.csv")
     rows = set(zip(table["system"], table["resolution"], table["data"]))
     assert rows == {("muller_brown", "x", d) for d in ("biased", "unbiased")} | {
-        ("ala2", r, d) for r in ("core_beta", "heavy_atom", "all_atom") for d in ("biased", "unbiased")}
+        ("ala2", r, d) for r in ("core_beta", "all_atom") for d in ("biased", "unbiased")}
     peptides = table[table.system == "ala2"]
     assert np.isfinite(peptides[["validation_force_rmse", "force_floor_rmse", "cg_md_js"]]).all().all()
     assert ((peptides.cg_md_js > 0) & (peptides.cg_md_js <= np.log(2))).all()
@@ -111,7 +111,7 @@ def test_smoke_dag_writes_the_cgbg_accuracy_and_timing_tables(smoke_run):
     assert set(peptide["method"]) == methods | {"obc1", "obc2"}
     cgbg = peptide[peptide.method.str.startswith("cgbg")]
     assert set(zip(cgbg.resolution, cgbg.data, cgbg.pmf)) == {
-        (r, d, p) for r in ("core_beta", "heavy_atom", "all_atom") for d in ("biased", "unbiased")
+        (r, d, p) for r in ("core_beta", "all_atom") for d in ("biased", "unbiased")
         for p in ("biased", "unbiased")}
     assert np.isfinite(cgbg[["js", "js_unc", "pmf_error", "ess", "ess_unc"]]).all().all()
     assert (cgbg.ess > 0).all() and (cgbg.ess <= 1).all()
@@ -121,7 +121,7 @@ def test_smoke_dag_writes_the_cgbg_accuracy_and_timing_tables(smoke_run):
     assert set(accuracy.loc[accuracy.system == "muller_brown", "method"]) == {"cgbg", "flow-unweighted"}
     assert accuracy.config_hash.notna().sum() == len(accuracy) - 2           # the 2 baseline rows: none
     timing = pd.read_csv(results / "tables" / "timing.csv")
-    assert len(timing[timing.system == "ala2"]) == 3 * 2 * 2                  # resolution × data × representation
+    assert len(timing[timing.system == "ala2"]) == 2 * 2 * 2                  # resolution × data × representation
     assert (timing.inference_s_per_1e4 > 0).all() and timing.md_decorrelated_per_s.notna().any()
     assert (timing.loc[timing.system == "ala2", "pmf_training_s"] > 0).all()
     for png in ("ala2_cgbg", "cgbg_accuracy_cost"):

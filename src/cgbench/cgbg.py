@@ -312,6 +312,7 @@ def _batch_energy(model, positions):
 
 def sample_proposals(flow: CGFlow, n: int, *, key, chunk: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
     """n proposals (positions ``(n, beads, 3)`` float32, log q ``(n,)`` float64), in jitted chunks."""
+    chunk = min(chunk, n)
     fn = eqx.filter_jit(lambda f, k: f.sample_and_log_proposal(k, chunk))
     xs, logs = [], []
     for i, k in enumerate(jr.split(key, -(-n // chunk))):
