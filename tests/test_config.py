@@ -33,10 +33,12 @@ def test_presets_change_only_numbers():
     """Overlays replace numbers (or leave blocks alone), never strings, lists or structure — but for
     the choices forced by scale: the cpu preset's PMFs learn OBC2, whose MD converges on 2 cores
     (explicit water at 40 ns/day does not), and leave out all_atom (hours of force matching); the
-    smoke preset leaves out heavy_atom (the code of core_beta; 6 jobs fewer keep CI under 30 min)."""
+    smoke preset leaves out heavy_atom (the code of core_beta; 6 jobs fewer keep CI under 30 min) and
+    trains one CG-BG representation per job (the other is covered by tests/test_cgbg*.py)."""
     allowed = {("cpu", ("pmf", "environment")): "obc2",
                ("cpu", ("pmf", "resolutions")): ["core_beta", "heavy_atom"],
-               ("smoke", ("pmf", "resolutions")): ["core_beta", "all_atom"]}
+               ("smoke", ("pmf", "resolutions")): ["core_beta", "all_atom"],
+               ("smoke", ("cgbg", "representations")): ["internal"]}
     def leaves(node, prefix=()):
         if isinstance(node, dict):
             for k, v in node.items():
