@@ -2,7 +2,7 @@
 
 One loop for every model cgbench fits to data — PMFs by force matching
 (:mod:`cgbench.force_matching`) and CG-BG's flow proposals by maximum likelihood
-(:mod:`cgbench.cgbg`):
+(:mod:`cgbench.cgbg_stage`):
 
 - the frames are split into train and validation sets by **time blocks**
   (:func:`time_block_split`: each replica cut into ``blocks`` contiguous blocks, a fraction of
