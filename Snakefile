@@ -22,6 +22,7 @@ include: "rules/pmf.smk"
 include: "rules/cgbg.smk"
 include: "rules/nuts.smk"
 include: "rules/ecg.smk"
+include: "rules/ecg_peptides.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
 include: "rules/jobs.smk"  # last: gathers the benchmark files every stage above registered
@@ -39,3 +40,4 @@ rule all:
         SIMULATION_TABLES if SIMULATION_INPUTS else [],
         PMF_OUTPUTS,
         CGBG_OUTPUTS,
+        ECG_PEPTIDE_OUTPUTS,

@@ -280,3 +280,55 @@ CGBG_FOLDERS = ([MULLER_BROWN_CGBG.format(data=d) for d in CONFIG["pmf"]["data"]
                    for r, d in pmf_combinations(p)])
 CGBG_OUTPUTS = (CGBG_TABLES + [CGBG_FIGURE.format(peptide=p) for p in PMF_PEPTIDES] + [CGBG_COST_FIGURE]
                 if CGBG_FOLDERS else [])
+
+
+# ----------------------------------------------------------------------------- data-free ECG of peptides
+# (rules/ecg_peptides.smk): one training job per peptide x potential, NUTS references at T/beta.
+ECG_PEPTIDE = f"{RESULTS}/peptides/{{peptide}}/ecg/{{potential}}"
+ECG_PEPTIDE_REFERENCE = f"{RESULTS}/peptides/{{peptide}}/ecg/reference/beta_{{beta}}.npz"
+ECG_PEPTIDE_TABLES = [f"{RESULTS}/tables/ecg_peptides.csv", f"{RESULTS}/tables/ecg_peptides.md"]
+ECG_PEPTIDE_FIGURES = [f"{RESULTS}/figures/{{peptide}}_ecg_{{potential}}_{kind}.png" for kind in ("ramachandran", "rg_rmsd")]
+
+
+def ecg_peptide_combinations():
+    """(peptide, potential) pairs trained data-free; pmf_heavy_atom only where that PMF_B is built."""
+    spec = CONFIG["ecg_peptides"]
+    pmf_ready = {p for p in PMF_PEPTIDES if ("heavy_atom", "biased") in pmf_combinations(p)}
+    return [(p, potential) for p in spec["targets"] for potential in spec["potentials"]
+            if potential != "pmf_heavy_atom" or p in pmf_ready]
+
+
+def ecg_peptide_system(wildcards):
+    """The OpenMM system of the potential (energy and masses); the PMF uses the reference's masses."""
+    solvent = wildcards.potential if wildcards.potential != "pmf_heavy_atom" else CONFIG["ecg_peptides"]["reference"]["solvent"]
+    return PEPTIDE_SYSTEM.format(peptide=wildcards.peptide, solvent=solvent)
+
+
+def ecg_peptide_pmf(wildcards):
+    """The heavy-atom PMF_B model of pmf_heavy_atom (no input for the physical potentials)."""
+    if wildcards.potential != "pmf_heavy_atom":
+        return []
+    return f"{PEPTIDE_PMF.format(peptide=wildcards.peptide, resolution='heavy_atom', data='biased')}/model.eqx"
+
+
+def ecg_peptide_references(peptide):
+    """``{beta: samples.npz}`` at every scored beta: beta = 1 is peptide_nuts when it samples the
+    same solvent, every other beta (and beta = 1 otherwise) an ecg_peptide_reference job."""
+    spec = CONFIG["ecg_peptides"]
+    same = spec["reference"]["solvent"] == CONFIG["peptide_nuts"]["solvent"] and peptide_nuts_enabled(peptide)
+    return {beta: (PEPTIDE_NUTS.format(peptide=peptide) if beta == spec["tempering"]["beta_target"] and same
+                   else ECG_PEPTIDE_REFERENCE.format(peptide=peptide, beta=beta))
+            for beta in spec["scored_betas"]}
+
+
+def ecg_peptide_settings(wildcards):
+    """What a peptide's ECG training depends on, as params."""
+    spec = {k: v for k, v in CONFIG["ecg_peptides"].items() if k not in ("targets", "potentials", "reference", "evaluation")}
+    return json.dumps({"ecg": spec, "peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict(),
+                       "potential": wildcards.potential, "seed": CONFIG["seed"], "device": CONFIG["device"]},
+                      sort_keys=True)
+
+
+ECG_PEPTIDE_COMBINATIONS = ecg_peptide_combinations()
+ECG_PEPTIDE_OUTPUTS = (ECG_PEPTIDE_TABLES + [f.format(peptide=p, potential=q) for p, q in ECG_PEPTIDE_COMBINATIONS
+                                             for f in ECG_PEPTIDE_FIGURES]) if ECG_PEPTIDE_COMBINATIONS else []

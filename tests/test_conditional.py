@@ -172,3 +172,30 @@ def test_energy_evaluations(settings, batch, expected):
 def test_unknown_kind_raises():
     with pytest.raises(ValueError, match="unknown"):
         mean_force(gaussian_energy, jnp.ones((2, 1)), 1.0, DIM_X, sampler("nuts"), key=jr.key(0))
+
+
+def test_mass_matrix_leaves_the_mean_force_exact(beta=0.5):
+    """HMC preconditioned with unequal masses (as for atoms) samples the same p_β(x | z)."""
+    inverse_mass = jnp.asarray([1.0, 1.0 / 4, 1.0 / 9], jnp.float32)
+    chain = sampler("hmc", step_size=0.3, burn_in=50, samples=64)  # the heaviest coordinate is 3 × slower
+    z = jnp.asarray(np.repeat(Z_VALUES, REPLICAS)[:, None], jnp.float32)
+    out = jax.jit(lambda z, key: mean_force(gaussian_energy, z, beta, DIM_X, chain, key=key,
+                                            inverse_mass=inverse_mass))(z, jr.key(3))
+    per_chain = np.asarray(out.mean_force, dtype=float).reshape(len(Z_VALUES), REPLICAS)
+    se = per_chain.std(1, ddof=1) / np.sqrt(REPLICAS)
+    np.testing.assert_array_less(np.abs(per_chain.mean(1) - gaussian_mean_force(Z_VALUES, beta)), 4 * se)
+    assert float(out.acceptance) > 0.6
+
+
+def test_minimisation_step_is_capped():
+    """With minimisation_max_step, one step of a huge gradient moves each coordinate by at most the cap."""
+    def steep(z, x):
+        return 1e12 * jnp.sum((x - 1.0) ** 2) + 0.0 * jnp.sum(z)
+
+    capped = sampler("mala", minimisation_steps=1, minimisation_step_size=1.0, minimisation_max_step=0.01,
+                     burn_in=0, samples=2, step_size=1e-30)
+    xs, _ = sample_conditional(steep, jnp.zeros(1), 1.0, DIM_X, capped, key=jr.key(0))
+    np.testing.assert_allclose(np.asarray(xs[0]), 0.01, rtol=1e-5)   # towards x = 1, by the cap
+    free = sampler("mala", minimisation_steps=1, minimisation_step_size=1.0, burn_in=0, samples=2, step_size=1e-30)
+    xs, _ = sample_conditional(steep, jnp.zeros(1), 1.0, DIM_X, free, key=jr.key(0))
+    assert np.all(np.abs(np.asarray(xs[0])) > 1e6)   # without the cap the step is ~10^12

@@ -34,11 +34,13 @@ def test_presets_change_only_numbers():
     the choices forced by scale: the cpu preset's PMFs learn OBC2, whose MD converges on 2 cores
     (explicit water at 40 ns/day does not), and leave out all_atom (hours of force matching); the
     smoke preset leaves out heavy_atom (the code of core_beta; 6 jobs fewer keep CI under 30 min) and
-    trains one CG-BG representation per job (the other is covered by tests/test_cgbg*.py)."""
+    trains one CG-BG representation per job (the other is covered by tests/test_cgbg*.py) and scores
+    the data-free peptide models at two β (one reference NUTS job instead of two)."""
     allowed = {("cpu", ("pmf", "environment")): "obc2",
                ("cpu", ("pmf", "resolutions")): ["core_beta", "heavy_atom"],
                ("smoke", ("pmf", "resolutions")): ["core_beta", "all_atom"],
-               ("smoke", ("cgbg", "representations")): ["internal"]}
+               ("smoke", ("cgbg", "representations")): ["internal"],
+               ("smoke", ("ecg_peptides", "scored_betas")): [0.5, 1.0]}
     def leaves(node, prefix=()):
         if isinstance(node, dict):
             for k, v in node.items():
@@ -84,6 +86,12 @@ def test_presets_change_only_numbers():
         (_set(["peptide_defaults", "force_field"], "amber15-all.xml"),
          "peptide_defaults.force_field: OpenMM cannot load force-field file 'amber15-all.xml'"),
         (_set(["peptides", "ala2", "water_model"], "amber14/tip9p.xml"), "peptides.ala2.water_model"),
+        (_set(["ecg_peptides", "targets"], ["ala9"]), "ecg_peptides.targets[0]: 'ala9' is not a key of peptides"),
+        (_set(["ecg_peptides", "scored_betas"], [0.5, 2.0]), "ecg_peptides.scored_betas[1]: 2.0 lies outside"),
+        (_set(["ecg_peptides", "potentials"], ["obc3"]), "ecg_peptides.potentials[0]"),
+        (_set(["ecg_peptides", "conditional_sampler", "kind"], "mala"), "ecg_peptides.conditional_sampler.kind"),
+        (_set(["ecg_peptides", "potentials"], ["obc2", "pmf_heavy_atom"]),   # smoke has no heavy-atom PMF
+         "ecg_peptides.potentials: pmf_heavy_atom needs the heavy-atom PMF_B"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(mutate, named):
@@ -151,6 +159,7 @@ def test_preset_entries_of_removed_peptides_are_ignored():
     """The presets tune ala3 and ala6 (md_steps_scale); a config without them stays valid."""
     raw = copy.deepcopy(RAW)
     raw["peptides"] = {"kgp": {"sequence": "KGP"}}
+    raw["ecg_peptides"]["targets"] = ["kgp"]   # a target must be a configured peptide (named if not)
     assert "ala3" in raw["presets"]["cpu"]["peptides"]
     for preset in ("smoke", "cpu", "paper"):
         config = resolve({**raw, "preset": preset})

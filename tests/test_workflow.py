@@ -129,6 +129,29 @@ def test_smoke_dag_writes_the_cgbg_accuracy_and_timing_tables(smoke_run):
 
 
 @pytest.mark.integration
+def test_smoke_dag_trains_ala2_data_free_and_scores_it(smoke_run):
+    """Data-free ECG of ala2 on OBC2: a model at each scored β, reconstructed to all atoms, scored."""
+    workdir, _ = smoke_run
+    results = workdir / "results"
+    table = pd.read_csv(results / "tables" / "ecg_peptides.csv")
+    assert set(table.beta) == {0.5, 1.0} and set(table.target) == {"ala2"} and set(table.potential) == {"obc2"}
+    metrics = set(table.metric)
+    assert {"js", "pmf_error", "basins_found", "basins_required", "rg_js", "rmsd_js", "d_form_fraction",
+            "chain_acceptance", "basin_mass_alpha_R"} <= metrics
+    assert (table.energy_evaluations > 0).all() and (table.wall_s > 0).all() and table.config_hash.notna().all()
+    assert np.isfinite(table.loc[table.metric == "js", "value"]).all()
+    samples = results / "peptides" / "ala2" / "ecg" / "obc2" / "samples"
+    import mdtraj as md
+
+    trajectory = md.load(str(samples / "structures_beta_0001.xtc"), top=str(samples / "topology.pdb"))
+    assert trajectory.n_atoms == 22 and trajectory.n_frames == 100
+    assert (results / "peptides" / "ala2" / "ecg" / "reference" / "beta_0.5.npz").exists()
+    assert "every basin found" in (results / "tables" / "ecg_peptides.md").read_text()
+    for kind in ("ramachandran", "rg_rmsd"):
+        assert (results / "figures" / f"ala2_ecg_obc2_{kind}.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
 def test_smoke_dag_rerun_is_a_no_op(smoke_run):
     workdir, command = smoke_run
     result = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=300)
@@ -162,10 +185,11 @@ def test_report_shows_every_figure_with_caption_and_the_tables(smoke_run):
         assert len(re.sub("<[^>]+>", "", entry["caption"])) > 100, name
         assert name.startswith(entry["labels"]["target"] + "_"), name
     for table in ("synthetic.csv", "tempering.csv", "jobs.csv", "simulations.csv", "pmf.csv", "accuracy.csv",
-                  "timing.csv"):
+                  "timing.csv", "ecg_peptides.csv"):
         entry = entries[f"results/tables/{table}"]
         assert entry["mime_type"] == "text/csv" and entry["caption"]
-    assert {"Synthetic targets", "Simulations", "PMFs", "CG-BG", "Tables"} <= set(objects["categories"])
+    assert {"Synthetic targets", "Simulations", "PMFs", "CG-BG", "Data-free ECG (peptides)",
+            "Tables"} <= set(objects["categories"])
 
 
 @pytest.mark.integration

@@ -12,6 +12,10 @@
     cgbench cg-dataset --peptide ala2 --run obc2_metad --resolution core_beta --replicas DIR ... --out FILE.npz
     cgbench simulations --peptide ala2 --run obc2_metad --dataset FILE.npz --replicas DIR ... --out FILE.csv --figure FILE.png
     cgbench peptide-nuts --peptide ala2 --structure FILE.pdb --system FILE.xml --out FILE.npz
+    cgbench ecg-peptide-train --peptide ala2 --potential obc2 --structure FILE.pdb --system FILE.xml --out DIR
+    cgbench ecg-peptide-reference --peptide ala2 --beta 0.3 --structure FILE.pdb --system FILE.xml --out FILE.npz
+    cgbench ecg-peptide-evaluate --peptide ala2 --potential obc2 --structure F.pdb --system F.xml --models DIR --reference 1.0=F.npz ... --out F.csv --out-dir DIR
+    cgbench ecg-peptide-report --inputs F.csv ... --out-dir results/tables --figures-dir results/figures
     cgbench muller-brown-data --data biased --out results/muller_brown/data/biased.npz
     cgbench pmf-train  --system ala2 --resolution core_beta --data biased --dataset FILE.npz --structure FILE.pdb --out DIR
     cgbench pmf-validate --system ala2 --resolution core_beta --data biased --model DIR/model.eqx --start FILE.npz --reference FILE.npz --structure FILE.pdb --out DIR
@@ -262,6 +266,98 @@ def cmd_peptide_nuts(args, config):
     log.info("wrote %s", path)
 
 
+def _peptide_target(args, config):
+    """(peptide, spec, target) of the ecg-peptide-* commands."""
+    from cgbench.peptide_ecg import build_target
+    from cgbench.peptides import load_structure, peptide_from_config
+    from cgbench.systems import load_system
+
+    peptide = peptide_from_config(args.peptide, config)
+    spec = config["ecg_peptides"]
+    topology, positions = load_structure(args.structure)
+    pmf = None
+    if args.pmf:
+        from cgbench.pmf import load_pmf
+
+        pmf = load_pmf(args.pmf)[0]
+    target = build_target(args.potential, topology, positions, load_system(args.system),
+                          temperature=peptide.temperature, length_scale=spec["length_scale"], pmf=pmf)
+    return peptide, spec, target, positions
+
+
+def cmd_ecg_peptide_train(args, config):
+    from cgbench.peptide_ecg import train_peptide
+
+    peptide, spec, target, _ = _peptide_target(args, config)
+    seed = _run_seed(config, args.peptide, "ecg", args.potential)
+    log.info("data-free ECG of %s on %s (%s schedule): dim z %d, dim x %d, kT %.4f kJ/mol, seed %d",
+             peptide.name, args.potential, spec["schedule"], target.dim_z, target.dim_x, target.kT, seed)
+    index = train_peptide(target, spec, spec["schedule"], args.out, seed=seed, progress=not args.no_progress)
+    log.info("saved %d models in %s", len(index["models"]), args.out)
+
+
+def cmd_ecg_peptide_reference(args, config):
+    import jax.random as jr
+    import numpy as np
+
+    from cgbench.peptide_ecg import run_reference
+    from cgbench.peptide_nuts import SCALARS, write_peptide_nuts
+    from cgbench.peptides import load_structure, peptide_from_config
+    from cgbench.provenance import write_sidecar
+    from cgbench.systems import load_system
+
+    peptide = peptide_from_config(args.peptide, config)
+    spec = config["ecg_peptides"]["reference"]
+    _, positions = load_structure(args.structure)
+    seed = _run_seed(config, args.peptide, "ecg-reference", args.beta)
+    log.info("NUTS reference of %s at beta %g (%.1f K): %d chains x %d samples", peptide.name, args.beta,
+             peptide.temperature / args.beta, spec["chains"], spec["samples"])
+    result = run_reference(load_system(args.system), positions, temperature=peptide.temperature, beta=args.beta,
+                           spec=spec, key=jr.key(seed))
+    path = write_peptide_nuts(result, args.out)
+    write_sidecar(path, config, seed=seed, peptide=peptide.to_dict(), beta=args.beta,
+                  **{k: np.asarray(result[k]).item() for k in SCALARS})
+
+
+def cmd_ecg_peptide_evaluate(args, config):
+    import numpy as np
+
+    from cgbench.config import config_hash
+    from cgbench.peptide_ecg import evaluate_models
+    from cgbench.peptide_nuts import load_peptide_nuts
+    from cgbench.provenance import write_sidecar
+
+    peptide, spec, target, positions = _peptide_target(args, config)
+    atoms = np.asarray(target.split.representation.atom_indices)
+    references = {}
+    for item in args.reference:
+        beta, _, path = item.partition("=")
+        references[float(beta)] = load_peptide_nuts(path)["positions"][:, atoms]
+    seed = _run_seed(config, args.peptide, "ecg-evaluate", args.potential)
+    ev = spec["evaluation"]
+    log.info("scoring models at beta %s: %d samples each, reconstructed", sorted(references), ev["samples"])
+    table = evaluate_models(target, args.models, references, structure=positions[atoms], samples=ev["samples"],
+                            bins=ev["bins"], bootstrap=ev["bootstrap"], seed=seed, out_dir=args.out_dir)
+    table.insert(0, "potential", args.potential)
+    table.insert(0, "target", args.peptide)
+    table["schedule"] = spec["schedule"]
+    table["config_hash"] = config_hash(config)
+    table["preset"] = config["preset"]
+    table["seed"] = seed
+    table["device"] = config["device"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    write_sidecar(args.out, config, seed=seed, peptide=peptide.to_dict(), potential=args.potential)
+    log.info("wrote %s (%d rows)", args.out, len(table))
+
+
+def cmd_ecg_peptide_report(args, config):
+    from cgbench.peptide_ecg_report import write_ecg_peptide_outputs
+
+    for path in write_ecg_peptide_outputs(args.inputs, args.out_dir, args.figures_dir, config):
+        log.info("wrote %s", path)
+
+
 def _pmf_mapping(structure: str, resolution: str):
     from cgbench.peptides import load_structure
     from cgbench.resolutions import cg_mapping
@@ -460,7 +556,7 @@ def cmd_bench(args, config):
 
 
 # Subcommands that never touch JAX (no device selection, no JAX import).
-NO_DEVICE = {"validate", "jobs", "cgbg-tables", "cgbg-figure", "bench", "md", "simulations-table", "pmf-table"}
+NO_DEVICE = {"validate", "jobs", "ecg-peptide-report", "cgbg-tables", "cgbg-figure", "bench", "md", "simulations-table", "pmf-table"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -569,6 +665,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", required=True, help="OpenMM system .xml of the implicit solvent")
     p.add_argument("--out", required=True, help="samples .npz")
     p.set_defaults(func=cmd_peptide_nuts)
+
+    for name, func, help_ in (("ecg-peptide-train", cmd_ecg_peptide_train,
+                               "data-free ECG training of a peptide (tempering; resumes from a checkpoint)"),
+                              ("ecg-peptide-evaluate", cmd_ecg_peptide_evaluate,
+                               "score a peptide's ECG models against references at each scored beta")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--peptide", required=True)
+        p.add_argument("--potential", required=True, choices=["obc1", "obc2", "pmf_heavy_atom"])
+        p.add_argument("--structure", required=True, help="structure .pdb")
+        p.add_argument("--system", required=True, help="OpenMM system .xml (energy and masses)")
+        p.add_argument("--pmf", help="PMF model (pmf_heavy_atom)")
+        if name == "ecg-peptide-train":
+            p.add_argument("--out", required=True, help="training folder")
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        else:
+            p.add_argument("--models", required=True, help="training folder")
+            p.add_argument("--reference", nargs="+", required=True, metavar="BETA=FILE.npz")
+            p.add_argument("--out", required=True, help="evaluation .csv")
+            p.add_argument("--out-dir", required=True, help="structures (.xtc) and observables")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("ecg-peptide-reference", help="NUTS reference of a peptide at T/beta (implicit solvent)")
+    p.add_argument("--peptide", required=True)
+    p.add_argument("--beta", required=True, type=float, help="relative to the peptide's temperature")
+    p.add_argument("--structure", required=True, help="structure .pdb")
+    p.add_argument("--system", required=True, help="OpenMM system .xml of the reference's implicit solvent")
+    p.add_argument("--out", required=True, help="samples .npz")
+    p.set_defaults(func=cmd_ecg_peptide_reference)
+
+    p = sub.add_parser("ecg-peptide-report", help="results/tables/ecg_peptides.csv|md and the peptide ECG figures")
+    p.add_argument("--inputs", nargs="+", required=True, help="evaluation .csv files (observables beside)")
+    p.add_argument("--out-dir", required=True, help="tables folder")
+    p.add_argument("--figures-dir", required=True, help="figures folder")
+    p.set_defaults(func=cmd_ecg_peptide_report)
 
     p = sub.add_parser("muller-brown-data", help="Langevin data of Müller-Brown, unbiased or with the static bias")
     p.add_argument("--data", required=True, choices=["biased", "unbiased"])

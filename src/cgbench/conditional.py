@@ -9,6 +9,11 @@ force is then estimated as
 Step sizes are given at β = 1 and rescaled with temperature so that a chain's step, measured
 in thermal lengths, is the same at every β: MALA uses step_size/β (the Langevin time step dt
 turns into blackjax's ε = dt/β for log-density −βU), HMC uses step_size/√β.
+
+Mass matrix. ``inverse_mass`` (dim_x,) preconditions HMC (blackjax's inverse mass matrix) and the
+minimisation (x ← x − s·M⁻¹∇U); None is the identity. For molecules M is the atoms' masses, which
+makes HMC molecular dynamics with a Metropolis test (see :mod:`cgbench.peptide_ecg` for the
+conversion of fs to these units). MALA ignores it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class ConditionalSampler:
         burn_in: chain steps discarded after the minimisation.
         samples: states kept per chain.
         thin: chain steps between kept states.
+        minimisation_max_step: largest change of any coordinate in one minimisation step
+            (None: no limit). Molecules need one: overlapping atoms of a flow sample have forces
+            that would throw the fast atoms arbitrarily far in a single step.
     """
 
     kind: str
@@ -45,6 +53,7 @@ class ConditionalSampler:
     burn_in: int
     samples: int
     thin: int
+    minimisation_max_step: float | None = None
 
     def energy_evaluations(self, batch: int) -> int:
         """Evaluations of U or ∇U spent on one mean-force estimate for ``batch`` values of z."""
@@ -70,19 +79,20 @@ class MeanForce(NamedTuple):
     acceptance: jax.Array
 
 
-def _kernel(sampler: ConditionalSampler, logdensity, beta, dim_x):
+def _kernel(sampler: ConditionalSampler, logdensity, beta, inverse_mass):
     if sampler.kind == "mala":
         algorithm = blackjax.mala(logdensity, step_size=sampler.step_size / beta)
     elif sampler.kind == "hmc":
         algorithm = blackjax.hmc(logdensity, step_size=sampler.step_size / jnp.sqrt(beta),
-                                 inverse_mass_matrix=jnp.ones(dim_x),
+                                 inverse_mass_matrix=inverse_mass,
                                  num_integration_steps=sampler.leapfrog_steps)
     else:
         raise ValueError(f"unknown conditional sampler kind {sampler.kind!r}")
     return algorithm
 
 
-def sample_conditional(energy, z, beta, dim_x: int, sampler: ConditionalSampler, *, key):
+def sample_conditional(energy, z, beta, dim_x: int, sampler: ConditionalSampler, *, key,
+                       inverse_mass=None):
     """Chain states x_s ~ p_β(x | z) for one z.
 
     Args:
@@ -92,22 +102,27 @@ def sample_conditional(energy, z, beta, dim_x: int, sampler: ConditionalSampler,
         dim_x: size of x.
         sampler: chain settings.
         key: PRNG key.
+        inverse_mass: (dim_x,) diagonal inverse mass matrix, or None for ones.
 
     Returns:
         x of shape (samples, dim_x) and the mean acceptance probability.
     """
     x0 = jnp.zeros(dim_x, dtype=z.dtype)
+    inverse_mass = jnp.ones(dim_x, z.dtype) if inverse_mass is None else jnp.asarray(inverse_mass, z.dtype)
     grad_x = jax.grad(energy, argnums=1)
 
     def descend(x, _):
-        return x - sampler.minimisation_step_size * grad_x(z, x), None
+        step = sampler.minimisation_step_size * inverse_mass * grad_x(z, x)
+        if sampler.minimisation_max_step is not None:
+            step = jnp.clip(jnp.nan_to_num(step), -sampler.minimisation_max_step, sampler.minimisation_max_step)
+        return x - step, None
 
     x0, _ = jax.lax.scan(descend, x0, None, length=sampler.minimisation_steps)
 
     def logdensity(x):
         return -beta * energy(z, x)
 
-    algorithm = _kernel(sampler, logdensity, beta, dim_x)
+    algorithm = _kernel(sampler, logdensity, beta, inverse_mass)
     state = algorithm.init(x0)
 
     def one_step(state, key):
@@ -122,7 +137,8 @@ def sample_conditional(energy, z, beta, dim_x: int, sampler: ConditionalSampler,
     return kept, acceptance.mean()
 
 
-def mean_force(energy, z, beta, dim_x: int, sampler: ConditionalSampler, *, key) -> MeanForce:
+def mean_force(energy, z, beta, dim_x: int, sampler: ConditionalSampler, *, key,
+               inverse_mass=None) -> MeanForce:
     """Batched estimate of the mean force F̄(z) (see module docstring).
 
     Args:
@@ -132,12 +148,14 @@ def mean_force(energy, z, beta, dim_x: int, sampler: ConditionalSampler, *, key)
         dim_x: size of x.
         sampler: chain settings.
         key: PRNG key.
+        inverse_mass: (dim_x,) diagonal inverse mass matrix, or None for ones.
     """
     keys = jr.split(key, z.shape[0])
     grad_z = jax.grad(energy, argnums=0)
 
     def one(z_i, key_i):
-        xs, acceptance = sample_conditional(energy, z_i, beta, dim_x, sampler, key=key_i)
+        xs, acceptance = sample_conditional(energy, z_i, beta, dim_x, sampler, key=key_i,
+                                            inverse_mass=inverse_mass)
         forces = -jax.vmap(grad_z, in_axes=(None, 0))(z_i, xs)  # (S, dim_z)
         energies = jax.vmap(energy, in_axes=(None, 0))(z_i, xs)
         return forces, energies, acceptance

@@ -113,6 +113,29 @@ def _semantic_messages(config: dict) -> list[str]:
         t = block["tempering"]
         if t["beta_0"] > t["beta_target"]:
             out.append(f"ecg.{name}.tempering.beta_0: {t['beta_0']} exceeds beta_target {t['beta_target']}")
+    out += _ecg_peptide_messages(config)
+    return out
+
+
+def _ecg_peptide_messages(config: dict) -> list[str]:
+    """The ``ecg_peptides`` block against the rest: its targets, scored β and the PMF it may need."""
+    spec, out = config["ecg_peptides"], []
+    for i, name in enumerate(spec["targets"]):
+        if name not in config["peptides"]:
+            out.append(f"ecg_peptides.targets[{i}]: {name!r} is not a key of peptides: "
+                       f"({', '.join(config['peptides']) or 'none configured'})")
+    t = spec["tempering"]
+    if t["beta_0"] > t["beta_target"]:
+        out.append(f"ecg_peptides.tempering.beta_0: {t['beta_0']} exceeds beta_target {t['beta_target']}")
+    for i, beta in enumerate(spec["scored_betas"]):
+        if not t["beta_0"] <= beta <= t["beta_target"]:
+            out.append(f"ecg_peptides.scored_betas[{i}]: {beta} lies outside [beta_0, beta_target] = "
+                       f"[{t['beta_0']}, {t['beta_target']}]")
+    if spec["targets"] and "pmf_heavy_atom" in spec["potentials"]:
+        pmf = config["pmf"]
+        if "heavy_atom" not in pmf["resolutions"] or "biased" not in pmf["data"]:
+            out.append("ecg_peptides.potentials: pmf_heavy_atom needs the heavy-atom PMF_B "
+                       "(pmf.resolutions with heavy_atom and pmf.data with biased)")
     return out
 
 

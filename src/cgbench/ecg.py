@@ -60,12 +60,23 @@ def settings_hash(settings: dict, schedule: str, seed: int) -> str:
 
 
 def planned_betas(tempering: dict, schedule: str) -> list[float] | None:
-    """The β list of a fixed or no-tempering run (None for adaptive: decided while training)."""
+    """The β list of a fixed or no-tempering run (None for adaptive: decided while training).
+
+    β values in the optional ``tempering.milestones`` (where models are scored) are inserted into
+    the fixed schedule; the adaptive schedule never steps over one (:func:`next_milestone`).
+    """
     if schedule == "fixed":
-        return fixed_schedule(tempering["beta_0"], tempering["beta_target"], tempering["delta_beta"]).tolist()
+        betas = fixed_schedule(tempering["beta_0"], tempering["beta_target"], tempering["delta_beta"])
+        inside = [b for b in tempering.get("milestones", []) if betas[0] < b < betas[-1]]
+        return sorted(set(betas.tolist()) | set(inside))
     if schedule == "none":
         return [tempering["beta_target"]]
     return None
+
+
+def next_milestone(tempering: dict, beta: float) -> float:
+    """The smallest milestone (or β_target) above ``beta``: where an adaptive step must stop."""
+    return min([b for b in tempering.get("milestones", []) if b > beta] + [tempering["beta_target"]])
 
 
 def updates_at_step(tempering: dict, schedule: str, index: int) -> int:
@@ -83,7 +94,11 @@ def make_optimizer(settings: dict) -> optax.GradientTransformation:
 
 
 def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
-    """Jitted ECG update: (params, opt_state, key, beta) → (params, opt_state, diagnostics)."""
+    """Jitted ECG update: (params, opt_state, key, beta) → (params, opt_state, diagnostics).
+
+    ``target`` is any module with ``energy(z, x)`` (kT at β = 1), ``dim_x`` and optionally
+    ``inverse_mass`` (dim_x,) for the conditional chains (:class:`cgbench.peptide_ecg.PeptideTarget`).
+    """
     sampler = ConditionalSampler(**settings["conditional_sampler"])
     batch = settings["batch_size"]
 
@@ -95,7 +110,8 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
             return eqx.combine(p, static).sample_and_log_prob(sample_key, (batch,))
 
         (z, log_q), vjp = jax.vjp(forward, params)
-        mf = mean_force(target.energy, z, beta, target.dim_x, sampler, key=chain_key)
+        mf = mean_force(target.energy, z, beta, target.dim_x, sampler, key=chain_key,
+                        inverse_mass=getattr(target, "inverse_mass", None))
         (grads,) = vjp((-beta * mf.mean_force / batch, jnp.full_like(log_q, 1.0 / batch)))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = eqx.apply_updates(params, updates)
@@ -232,11 +248,18 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
             "energy_evaluations": state["update"] * evaluations_per_update,
             "wall_s": round(state["wall_s"], 3), "path": str(model_path.relative_to(out)),
         })
-        log.info("beta=%.6g done after %d updates (%.1f s)", beta, state["update"], state["wall_s"])
+        recent = [row for row in state["history"] if row["beta"] == beta][-10:]
+        if recent:  # convergence of the mean force: two halves of each chain, and acceptance
+            log.info("beta=%.6g done after %d updates (%.1f s); mean force halves differ by %.3g "
+                     "of |F|, chain acceptance %.3f, mean log q %.4g", beta, state["update"],
+                     state["wall_s"], np.mean([r["half_difference"] for r in recent]),
+                     np.mean([r["acceptance"] for r in recent]), recent[-1]["mean_log_q"])
+        else:
+            log.info("beta=%.6g done after %d updates (%.1f s)", beta, state["update"], state["wall_s"])
         if beta >= tempering["beta_target"]:
             break
         if schedule == "adaptive":
-            new_beta = next_beta(beta, np.asarray(energies), beta_target=tempering["beta_target"],
+            new_beta = next_beta(beta, np.asarray(energies), beta_target=next_milestone(tempering, beta),
                                  target_kl_change=tempering["target_kl_change"])
         else:
             new_beta = planned[index + 1]

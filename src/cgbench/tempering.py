@@ -35,10 +35,17 @@ def fixed_schedule(beta_0: float, beta_target: float, delta_beta: float) -> np.n
     return np.round(betas, 12)
 
 
+#: Rows whose chain-mean energy is further than this many median absolute deviations from the
+#: median are left out of Var_z(⟨U⟩_z): a peptide flow sample with two atoms on top of each other
+#: has ⟨U⟩ ~ 10¹⁰ kT and alone would shrink the step to nothing.
+OUTLIER_MADS = 10.0
+
+
 def marginal_energy_variance(energies: np.ndarray) -> float:
     """Var_z(⟨U⟩_z) from chain energies (N, S), less the chain-average noise.
 
-    Rows with a non-finite energy (a diverged chain) are left out.
+    Rows with a non-finite energy (a diverged chain) are left out, and so are gross outliers
+    (:data:`OUTLIER_MADS`).
 
     Raises:
         ValueError: with fewer than 2 states per chain or fewer than 2 finite rows.
@@ -50,6 +57,11 @@ def marginal_energy_variance(energies: np.ndarray) -> float:
     if len(energies) < 2:
         raise ValueError("adaptive tempering: fewer than 2 chains with finite energies")
     means = energies.mean(axis=1)
+    deviation = np.abs(means - np.median(means))
+    mad = np.median(deviation)
+    if mad > 0:
+        keep = deviation <= OUTLIER_MADS * mad
+        energies, means = energies[keep], means[keep]
     noise = energies.var(axis=1, ddof=1).mean() / energies.shape[1]
     return float(max(means.var(ddof=1) - noise, 0.0))
 

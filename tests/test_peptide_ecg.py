@@ -1,0 +1,161 @@
+"""Data-free ECG of alanine dipeptide: target against OpenMM, geometry, chains, scores, schedule."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from cgbench import peptide_ecg as pe
+from cgbench.conditional import ConditionalSampler
+
+
+@pytest.fixture(scope="module")
+def ala2():
+    from cgbench.peptides import Peptide, build_peptide
+    from cgbench.systems import create_system
+
+    peptide = Peptide("ala2", "A")
+    topology, positions = build_peptide(peptide)
+    return topology, positions, create_system(topology, "obc2", peptide, constraints="none")
+
+
+@pytest.fixture(scope="module")
+def target(ala2):
+    topology, positions, system = ala2
+    return pe.build_target("obc2", topology, positions, system, temperature=300.0, length_scale=0.1)
+
+
+def test_split_and_frames(target):
+    """ala2 all-atom: z = 7 backbone atoms (15 free coordinates), X = the 15 others; each fast
+    atom's frame starts at a backbone atom bonded to it or to its bonded heavy atom."""
+    assert (target.dim_z, target.dim_x) == (15, 45)
+    names = [a.name for a in target.split.z.topology.atoms]
+    assert names == ["CH3", "C", "N", "CA", "C", "N", "C"]
+    frames = np.asarray(target.frames)
+    x_names = [a.name for a in target.split.x.topology.atoms]
+    anchor = {n: names[f[0]] for n, f in zip(x_names, frames)}
+    assert anchor["CB"] == "CA" and anchor["HA"] == "CA" and anchor["O"] in ("C",)
+    assert len(set(map(tuple, frames[:, :3]))) > 3 and np.all(frames[:, 0] != frames[:, 1])
+
+
+def test_energy_at_the_origin_is_the_minimised_structure_against_openmm(ala2, target):
+    """U(z = 0, x = 0) is the minimised structure (moved to the canonical frame): OpenMM's energy."""
+    from cgbench.systems import energy_and_forces
+
+    _, positions, system = ala2
+    openmm_energy, _ = energy_and_forces(system, positions)
+    energy = eqx.filter_jit(target.energy)
+    value = float(energy(jnp.zeros(15), jnp.zeros(45))) * target.kT
+    assert value == pytest.approx(openmm_energy, abs=0.05)
+    # and at a displaced configuration, through the target's positions
+    z, x = 0.05 * jr.normal(jr.key(0), (15,)), 0.002 * jr.normal(jr.key(1), (45,))
+    placed = np.asarray(target.positions(z, x), np.float64)
+    assert float(energy(z, x)) * target.kT == pytest.approx(energy_and_forces(system, placed)[0], abs=0.1)
+
+
+def test_canonical_frame_round_trip(target):
+    """z → backbone → canonical frame → z, for random z, rotated and translated first."""
+    z = 0.5 * jr.normal(jr.key(2), (64, 15))
+    positions = np.asarray(eqx.filter_jit(target.positions)(z, jnp.zeros((64, 45))), np.float64)
+    from scipy.spatial.transform import Rotation
+
+    moved = positions @ Rotation.random(random_state=0).as_matrix().T + np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(np.asarray(eqx.filter_jit(target.to_z)(jnp.asarray(moved, jnp.float32))), np.asarray(z),
+                               atol=2e-4)
+
+
+def test_energy_gradient_against_finite_differences(ala2):
+    """∂U/∂z and ∂U/∂x (kT per unit) of the float64 target, central differences."""
+    topology, positions, system = ala2
+    from cgbench.energy import PotentialEnergy
+    from cgbench.langevin import masses_from_system
+
+    with jax.enable_x64(True):
+        energy = PotentialEnergy.from_system(system, dtype=jnp.float64)
+        t = pe.peptide_target(energy, topology, positions, masses_from_system(system), representation="all_atom",
+                              temperature=300.0, length_scale=0.1, dtype=jnp.float64)
+        z = 0.1 * jr.normal(jr.key(3), (15,), jnp.float64)
+        x = 0.003 * jr.normal(jr.key(4), (45,), jnp.float64)
+        gz, gx = eqx.filter_jit(jax.grad(t.energy, argnums=(0, 1)))(z, x)
+        u = eqx.filter_jit(t.energy)
+        h = 1e-6
+        for i in (0, 7, 14):
+            e = jnp.zeros(15, jnp.float64).at[i].set(h)
+            assert float((u(z + e, x) - u(z - e, x)) / (2 * h)) == pytest.approx(float(gz[i]), rel=1e-5, abs=1e-3)
+        for i in (0, 20, 44):
+            e = jnp.zeros(45, jnp.float64).at[i].set(h * 0.01)
+            fd = float((u(z, x + e) - u(z, x - e)) / (2 * h * 0.01))
+            assert fd == pytest.approx(float(gx[i]), rel=1e-4, abs=1e-1)
+
+
+def test_sampler_units():
+    """1 fs at kT = 2.494 kJ/mol is ε = 1e-3·√kT; 1 fs² is s = 1e-6·kT."""
+    out = pe.sampler_in_chain_units({"step_size": 2.0, "minimisation_step_size": 3.0, "kind": "hmc"}, 2.494)
+    assert out["step_size"] == pytest.approx(2e-3 * np.sqrt(2.494))
+    assert out["minimisation_step_size"] == pytest.approx(3e-6 * 2.494)
+
+
+def test_reconstruction_keeps_z_and_samples_the_fast_atoms(target):
+    """HMC of X at 1 fs with the atoms' masses: accepted (wrong units would reject everything), z unchanged,
+    bonds to hydrogen at their equilibrium length (± thermal), every frame L-alanine."""
+    from cgbench.cgbg import chirality_signs, d_form
+
+    chain = ConditionalSampler(**pe.sampler_in_chain_units(
+        dict(kind="hmc", step_size=1.0, leapfrog_steps=5, minimisation_steps=10, minimisation_step_size=1.0,
+             minimisation_max_step=0.01, burn_in=10, samples=2, thin=1), target.kT))
+    z = 0.2 * jr.normal(jr.key(5), (16, 15))
+    positions, acceptance = pe.reconstruct(target, z, 1.0, chain, key=jr.key(6), chunk=8)
+    assert positions.shape == (16, 22, 3)
+    assert acceptance > 0.6
+    np.testing.assert_allclose(np.asarray(target.to_z(jnp.asarray(positions))), np.asarray(z), atol=3e-4)
+    top = target.split.representation.topology
+    ch = [(b.atom1.index, b.atom2.index) for b in top.bonds if "H" in (b.atom1.element.symbol, b.atom2.element.symbol)]
+    lengths = np.array([np.linalg.norm(positions[:, i] - positions[:, j], axis=-1) for i, j in ch])
+    assert 0.09 < lengths.mean() < 0.115 and lengths.std() < 0.01
+    structure = np.asarray(target.positions(jnp.zeros(15), jnp.zeros(45)))[None]
+    assert not d_form(positions, target.split.representation, chirality_signs(structure, target.split.representation)).any()
+
+
+def _observables(phi, psi, rg):
+    return {"phi": phi[:, None], "psi": psi[:, None], "rg": rg, "rmsd": rg}
+
+
+def test_scores_identical_and_disjoint():
+    """Same samples: JS 0 and every basin found; a model only in β while the reference is α_R and β:
+    α_R (half the mass) is missed."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    phi = rng.uniform(-3.0, -0.5, n)
+    psi = np.where(rng.random(n) < 0.5, rng.uniform(1.0, 3.0, n), rng.uniform(-1.5, 0.3, n))
+    rg = rng.normal(0.3, 0.01, n)
+    reference = _observables(phi, psi, rg)
+    same = {r["metric"]: r["value"] for r in pe.score_observables(reference, reference, bins=30, bootstrap=5, seed=0)}
+    assert same["js"] == pytest.approx(0.0, abs=1e-12) and same["basins_found"] == same["basins_required"] == 2
+    beta_only = _observables(phi, rng.uniform(1.0, 3.0, n), rg + 0.05)
+    rows = {r["metric"]: r for r in pe.score_observables(beta_only, reference, bins=30, bootstrap=5, seed=0)}
+    assert rows["basins_found"]["value"] == 1 and rows["basin_mass_alpha_R"]["reference_value"] == pytest.approx(0.5, abs=0.03)
+    assert rows["js"]["value"] > 0.15 and rows["rg_js"]["value"] > 0.5   # JS(½A + ½B, A) ≈ 0.22
+
+
+def test_milestones_in_both_schedules():
+    """Scored β are saved by the fixed schedule and never stepped over by the adaptive one."""
+    from cgbench.ecg import next_milestone, planned_betas
+
+    tempering = {"beta_0": 0.01, "beta_target": 1.0, "delta_beta": 0.25, "milestones": [0.1, 1.0]}
+    assert planned_betas(tempering, "fixed") == [0.01, 0.1, 0.26, 0.51, 0.76, 1.0]
+    assert next_milestone(tempering, 0.05) == 0.1 and next_milestone(tempering, 0.1) == 1.0
+
+
+def test_adaptive_step_ignores_an_overlapping_sample():
+    """One chain with ⟨U⟩ ~ 1e10 kT (atoms on top of each other) does not freeze the schedule."""
+    from cgbench.tempering import marginal_energy_variance
+
+    rng = np.random.default_rng(1)
+    energies = rng.normal(0.0, 1.0, (256, 1)) * 3.0 + rng.normal(0.0, 0.5, (256, 6))
+    clean = marginal_energy_variance(energies)
+    energies[7] = 1e10
+    assert marginal_energy_variance(energies) == pytest.approx(clean, rel=0.05)
+    assert clean == pytest.approx(9.0, rel=0.25)
+
