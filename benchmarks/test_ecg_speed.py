@@ -52,3 +52,27 @@ def test_sample_and_log_prob_10k(benchmark, name):
     jax.block_until_ready(draw(flow, jr.key(0)))
 
     benchmark(lambda: jax.block_until_ready(draw(flow, jr.key(1))))
+
+
+def test_ecg_update_ala2_obc2(benchmark):
+    """One data-free ECG update of ala2 (all-atom OBC2, JAX energy) at the cpu preset's sizes: 256 backbones,
+    HMC of the 15 other atoms for each (cgbench.peptide_ecg)."""
+    from cgbench.peptide_ecg import build_target, training_settings
+    from cgbench.peptides import Peptide, build_peptide
+    from cgbench.systems import create_system
+
+    peptide = Peptide("ala2", "A")
+    topology, positions = build_peptide(peptide)
+    system = create_system(topology, "obc2", peptide, constraints="none")
+    spec = CONFIG["ecg_peptides"]
+    target = build_target("obc2", topology, positions, system, temperature=300.0, length_scale=spec["length_scale"])
+    settings = training_settings(spec, target.kT)
+    flow = flow_from_settings(settings["flow"], target.dim_z, key=jr.key(0))
+    params, static = eqx.partition(flow, eqx.is_inexact_array)
+    optimizer = make_optimizer(settings)
+    update = make_update(target, settings, static, optimizer)
+    opt_state = optimizer.init(params)
+    beta = jnp.float32(0.5)
+    jax.block_until_ready(update(params, opt_state, jr.key(0), beta))
+
+    benchmark(lambda: jax.block_until_ready(update(params, opt_state, jr.key(1), beta)))

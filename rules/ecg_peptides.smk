@@ -44,7 +44,9 @@ rule ecg_peptide_reference:
     wildcard_constraints:
         beta=r"[0-9.e+-]+",
     params:
-        settings=lambda wildcards: json.dumps(CONFIG["ecg_peptides"]["reference"], sort_keys=True),
+        settings=lambda wildcards: json.dumps({"reference": CONFIG["ecg_peptides"]["reference"], "seed": CONFIG["seed"],
+                                               "peptide": peptide_from_config(wildcards.peptide, CONFIG).to_dict()},
+                                              sort_keys=True),
     threads: 1
     resources:
         **rule_resources("peptide_nuts"),
@@ -71,7 +73,8 @@ rule ecg_peptide_evaluate:
     wildcard_constraints:
         potential="obc1|obc2|pmf_heavy_atom",
     params:
-        settings=lambda wildcards: json.dumps(CONFIG["ecg_peptides"]["evaluation"], sort_keys=True),
+        settings=lambda wildcards: json.dumps({"evaluation": CONFIG["ecg_peptides"]["evaluation"], "seed": CONFIG["seed"]},
+                                              sort_keys=True),
         folder=lambda wildcards, input: os.path.dirname(input.models),
         pmf=lambda wildcards, input: f"--pmf {input.pmf}" if input.pmf else "",
         references=lambda wildcards: " ".join(f"{b}={path}" for b, path in ecg_peptide_references(wildcards.peptide).items()),

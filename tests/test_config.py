@@ -35,12 +35,12 @@ def test_presets_change_only_numbers():
     (explicit water at 40 ns/day does not), and leave out all_atom (hours of force matching); the
     smoke preset leaves out heavy_atom (the code of core_beta; 6 jobs fewer keep CI under 30 min) and
     trains one CG-BG representation per job (the other is covered by tests/test_cgbg*.py) and scores
-    the data-free peptide models at two β (one reference NUTS job instead of two)."""
+    the data-free peptide model at β = 1 only (whose reference is peptide_nuts: no extra NUTS job)."""
     allowed = {("cpu", ("pmf", "environment")): "obc2",
                ("cpu", ("pmf", "resolutions")): ["core_beta", "heavy_atom"],
                ("smoke", ("pmf", "resolutions")): ["core_beta", "all_atom"],
                ("smoke", ("cgbg", "representations")): ["internal"],
-               ("smoke", ("ecg_peptides", "scored_betas")): [0.5, 1.0]}
+               ("smoke", ("ecg_peptides", "scored_betas")): [1.0]}
     def leaves(node, prefix=()):
         if isinstance(node, dict):
             for k, v in node.items():

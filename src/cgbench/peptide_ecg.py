@@ -131,7 +131,7 @@ class PeptideTarget(eqx.Module):
     length_scale: float = eqx.field(static=True)
     z_reference: jax.Array
     template: jax.Array
-    frames: np.ndarray = eqx.field(static=True, converter=lambda a: tuple(tuple(int(i) for i in row) for row in np.asarray(a)))
+    frames: tuple[tuple[int, int, int], ...] = eqx.field(static=True, converter=lambda a: tuple(tuple(int(i) for i in row) for row in np.asarray(a)))
     inverse_mass: jax.Array
     split: SlowFastSplit = eqx.field(static=True)
 
