@@ -159,3 +159,20 @@ def test_adaptive_step_ignores_an_overlapping_sample():
     assert marginal_energy_variance(energies) == pytest.approx(clean, rel=0.05)
     assert clean == pytest.approx(9.0, rel=0.25)
 
+
+
+def test_heavy_atom_split_is_ecgs(ala2):
+    """Target (b)'s split: z the 7 backbone atoms (15 free coordinates), X = O(ACE), CB, O (9), as in
+    ECG §3.3; any potential of the 10 heavy-atom beads (here a harmonic tether) plugs in."""
+    topology, positions, system = ala2
+    from cgbench.langevin import masses_from_system
+
+    def tether(beads):
+        return 100.0 * jnp.sum((beads - beads.mean(0)) ** 2)
+
+    t = pe.peptide_target(tether, topology, positions, masses_from_system(system), representation="heavy_atom",
+                          temperature=300.0, length_scale=0.1)
+    assert (t.dim_z, t.dim_x) == (15, 9)
+    assert sorted(a.name for a in t.split.x.topology.atoms) == ["CB", "O", "O"]
+    heavy = np.asarray(positions)[np.asarray(t.split.representation.atom_indices)]
+    assert float(t.energy(jnp.zeros(15), jnp.zeros(9))) * t.kT == pytest.approx(float(tether(jnp.asarray(heavy))), rel=1e-5)
