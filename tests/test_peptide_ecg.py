@@ -176,3 +176,16 @@ def test_heavy_atom_split_is_ecgs(ala2):
     assert sorted(a.name for a in t.split.x.topology.atoms) == ["CB", "O", "O"]
     heavy = np.asarray(positions)[np.asarray(t.split.representation.atom_indices)]
     assert float(t.energy(jnp.zeros(15), jnp.zeros(9))) * t.kT == pytest.approx(float(tether(jnp.asarray(heavy))), rel=1e-5)
+
+
+def test_run_hash_changes_with_the_target(ala2):
+    """A trained folder is reused only for the same target: its length scale is part of the run hash."""
+    from cgbench.config import load_config
+    from cgbench.ecg import settings_hash
+
+    topology, positions, system = ala2
+    spec = load_config(preset="smoke")["ecg_peptides"]
+    hashes = {settings_hash(pe.training_settings(spec, pe.build_target("obc2", topology, positions, system,
+                                                                       temperature=300.0, length_scale=scale)),
+                            "adaptive", 0) for scale in (0.1, 0.2, 0.2)}
+    assert len(hashes) == 2

@@ -7,9 +7,10 @@ synthetic targets:
 - **z** (``dim_z``): the heavy-atom backbone chain (``backbone`` resolution: CH3, C, N, CA, C, N,
   CH3 for ala2) in ECG's canonical frame, its ``3·7 − 6 = 15`` free coordinates, standardised
   as ``(z_nm − z_ref) / length_scale`` with z_ref the built, minimised structure. The flow lives on
-  ``[−interval, interval]^dim_z``; ``length_scale · interval`` (nm) is how far any backbone
-  coordinate can move from z_ref (0.1 nm × 5 = 0.5 nm covers every (φ, ψ) of ala2: the methyl
-  carbons move ≤ 0.45 nm between basins).
+  ``[−interval, interval]^dim_z`` with a standard-normal base, so a basin that needs a coordinate
+  to move by d nm sits d / length_scale base standard deviations out: the methyl carbons of ala2
+  move up to 0.45 nm between basins, 4.5 units at 0.1 nm — which the flow never reached — and
+  about 2 at the default 0.2 nm.
 - **x** (``dim_x``): the other atoms of the representation — every other atom for ``all_atom``
   (target (a), U the all-atom JAX energy in implicit solvent, :mod:`cgbench.energy`), O(ACE), CB,
   O for ``heavy_atom`` (target (b), U a learned PMF, :mod:`cgbench.pmf`) — as nm displacements from
@@ -252,17 +253,23 @@ def reconstruct(target: PeptideTarget, z, beta: float, sampler: ConditionalSampl
 
 # ----------------------------------------------------------------------------- the stage
 
-def training_settings(spec: dict, kT: float) -> dict:
-    """The :func:`cgbench.ecg.train_ecg` settings of an ``ecg_peptides`` config block.
+def training_settings(spec: dict, target: PeptideTarget) -> dict:
+    """The :func:`cgbench.ecg.train_ecg` settings of an ``ecg_peptides`` config block for ``target``.
 
     The scored β values become tempering milestones (every schedule saves a model there), and
     the chain step sizes are converted from fs to chain units (:func:`sampler_in_chain_units`).
+    The target's own numbers (length scale, kT, reference backbone, template) are included, so
+    that the trainer's run hash — which guards resume and "already trained" — changes with them.
     """
     tempering = dict(spec["tempering"], milestones=sorted(spec["scored_betas"]))
     return {"flow": spec["flow"], "learning_rate": spec["learning_rate"], "batch_size": spec["batch_size"],
             "tempering": tempering,
-            "conditional_sampler": sampler_in_chain_units(spec["conditional_sampler"], kT),
-            "gradient_guard": spec["gradient_guard"], "checkpoint_every": spec["checkpoint_every"]}
+            "conditional_sampler": sampler_in_chain_units(spec["conditional_sampler"], target.kT),
+            "gradient_guard": spec["gradient_guard"], "checkpoint_every": spec["checkpoint_every"],
+            "target": {"length_scale": target.length_scale, "kT": target.kT, "dim_z": target.dim_z,
+                       "dim_x": target.dim_x,
+                       "z_reference": np.round(np.asarray(target.z_reference, np.float64), 6).tolist(),
+                       "template": np.round(np.asarray(target.template, np.float64), 6).tolist()}}
 
 
 def heavy_atom_beads(split: SlowFastSplit) -> np.ndarray:
@@ -454,11 +461,9 @@ def train_peptide(target: PeptideTarget, spec: dict, schedule: str, out_dir, *, 
     from cgbench.atomic import atomic_write_json
     from cgbench.ecg import train_ecg
 
-    settings = training_settings(spec, target.kT)
+    settings = training_settings(spec, target)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(out_dir) / "settings.json", {**settings, "length_scale": target.length_scale,
-                                                        "kT": target.kT, "dim_z": target.dim_z,
-                                                        "dim_x": target.dim_x})
+    atomic_write_json(Path(out_dir) / "settings.json", settings)
     return train_ecg(target, settings, schedule, out_dir, seed=seed, max_updates=max_updates, progress=progress)
 
 
