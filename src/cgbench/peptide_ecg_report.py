@@ -85,6 +85,17 @@ def _observables(csv: Path) -> list[dict]:
     return sorted(out, key=lambda d: float(d["beta"]))
 
 
+def _save(fig, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def ramachandran_figure(observables: list[dict], title: str, path: Path) -> Path:
     """Model (top) and reference (bottom) (φ, ψ) of the first pair at every scored β."""
     import matplotlib
@@ -100,12 +111,7 @@ def ramachandran_figure(observables: list[dict], title: str, path: Path) -> Path
         for row, who in enumerate(("model", "reference")):
             ramachandran_panel(axes[row, k], obs[f"{who}_phi"][:, 0], obs[f"{who}_psi"][:, 0], None)
             axes[row, k].set_title(f"{who}, β = {float(obs['beta']):g} ({len(obs[f'{who}_phi'])} samples)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def rg_rmsd_figure(observables: list[dict], title: str, path: Path, *, bins: int) -> Path:
@@ -128,12 +134,7 @@ def rg_rmsd_figure(observables: list[dict], title: str, path: Path, *, bins: int
                     label=f"reference β = {beta:g}")
         ax.set(xlabel=label, ylabel="density")
     axes[1].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def figure_paths(figures_dir, peptide: str, potential: str) -> tuple[Path, Path]:
