@@ -267,7 +267,7 @@ def cmd_peptide_nuts(args, config):
 
 
 def _peptide_target(args, config):
-    """(peptide, spec, target) of the ecg-peptide-* commands."""
+    """(peptide, spec, target, all-atom positions of the structure) of the ecg-peptide-* commands."""
     from cgbench.peptide_ecg import build_target
     from cgbench.peptides import load_structure, peptide_from_config
     from cgbench.systems import load_system

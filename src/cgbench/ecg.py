@@ -252,7 +252,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
         if recent:  # convergence of the mean force: two halves of each chain, and acceptance
             log.info("beta=%.6g done after %d updates (%.1f s); mean force halves differ by %.3g "
                      "of |F|, chain acceptance %.3f, mean log q %.4g", beta, state["update"],
-                     state["wall_s"], np.mean([r["half_difference"] for r in recent]),
+                     state["wall_s"], np.nanmean([r["half_difference"] for r in recent]),
                      np.mean([r["acceptance"] for r in recent]), recent[-1]["mean_log_q"])
         else:
             log.info("beta=%.6g done after %d updates (%.1f s)", beta, state["update"], state["wall_s"])
