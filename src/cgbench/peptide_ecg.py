@@ -9,8 +9,8 @@ synthetic targets:
   as ``(z_nm − z_ref) / length_scale`` with z_ref the built, minimised structure. The flow lives on
   ``[−interval, interval]^dim_z`` with a standard-normal base, so a basin that needs a coordinate
   to move by d nm sits d / length_scale base standard deviations out: the methyl carbons of ala2
-  move up to 0.45 nm between basins, 4.5 units at 0.1 nm — which the flow never reached — and
-  about 2 at the default 0.2 nm.
+  move up to 0.45 nm between basins, 4.5 units at the default 0.1 nm — which the cpu-preset flow
+  never reached (α_R) — and about 2 at 0.2 nm, where the same training stalled instead (README).
 - **x** (``dim_x``): the other atoms of the representation — every other atom for ``all_atom``
   (target (a), U the all-atom JAX energy in implicit solvent, :mod:`cgbench.energy`), O(ACE), CB,
   O for ``heavy_atom`` (target (b), U a learned PMF, :mod:`cgbench.pmf`) — as nm displacements from
