@@ -179,6 +179,7 @@ def test_added_peptide_appears_in_the_dag_and_builds(tmp_path):
     """One config entry adds a target: Snakemake plans its structure and systems and builds them."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["peptides"] = {"kgp": {"sequence": "KGP", "implicit_solvents": ["obc2"]}}
+    raw["ecg_peptides"]["targets"] = []   # ala2 is gone, and a target must be a configured peptide
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     files = [f"results/peptides/kgp/{name}" for name in
              ("structure.pdb", "system_vacuum.xml", "system_obc2.xml", "system_explicit.xml")]

@@ -69,6 +69,7 @@ def slurm_run(tmp_path_factory):
     config["synthetic"]["targets"] = ["double_well"]
     config["synthetic"]["no_tempering_ablation"] = []
     config["peptides"] = {}
+    config["ecg_peptides"]["targets"] = []
     config["pmf"]["data"] = []
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     command = ["timeout", "-k", "30", str(TIMEOUT_S),
