@@ -65,7 +65,7 @@ def test_ecg_update_ala2_obc2(benchmark):
     topology, positions = build_peptide(peptide)
     system = create_system(topology, "obc2", peptide, constraints="none")
     spec = CONFIG["ecg_peptides"]
-    target = build_target("obc2", topology, positions, system, temperature=300.0, length_scale=spec["length_scale"])
+    target = build_target("obc2", topology, positions, system, temperature=300.0, spec=spec)
     settings = training_settings(spec, target)
     flow = flow_from_settings(settings["flow"], target.dim_z, key=jr.key(0))
     params, static = eqx.partition(flow, eqx.is_inexact_array)

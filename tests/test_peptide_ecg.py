@@ -21,10 +21,27 @@ def ala2():
     return topology, positions, create_system(topology, "obc2", peptide, constraints="none")
 
 
+def spec(coordinates="cartesian", length_scale=0.1):
+    """The keys of an ``ecg_peptides`` block that :func:`pe.build_target` reads."""
+    return {"coordinates": coordinates, "length_scale": length_scale, "tempering": {"beta_0": 0.05},
+            "flow": {"interval": 5.0}}
+
+
 @pytest.fixture(scope="module")
 def target(ala2):
     topology, positions, system = ala2
-    return pe.build_target("obc2", topology, positions, system, temperature=300.0, length_scale=0.1)
+    return pe.build_target("obc2", topology, positions, system, temperature=300.0, spec=spec())
+
+
+@pytest.fixture(scope="module")
+def internal_target(ala2):
+    topology, positions, system = ala2
+    return pe.build_target("obc2", topology, positions, system, temperature=300.0, spec=spec("internal"))
+
+
+@pytest.fixture(params=pe.Z_COORDINATES)
+def any_target(request):
+    return request.getfixturevalue({"cartesian": "target", "internal": "internal_target"}[request.param])
 
 
 def test_split_and_frames(target):
@@ -55,8 +72,9 @@ def test_energy_at_the_origin_is_the_minimised_structure_against_openmm(ala2, ta
     assert float(energy(z, x)) * target.kT == pytest.approx(energy_and_forces(system, placed)[0], abs=0.1)
 
 
-def test_canonical_frame_round_trip(target):
+def test_canonical_frame_round_trip(any_target):
     """z → backbone → canonical frame → z, for random z, rotated and translated first."""
+    target = any_target
     z = 0.5 * jr.normal(jr.key(2), (64, 15))
     positions = np.asarray(eqx.filter_jit(target.positions)(z, jnp.zeros((64, 45))), np.float64)
     from scipy.spatial.transform import Rotation
@@ -64,6 +82,41 @@ def test_canonical_frame_round_trip(target):
     moved = positions @ Rotation.random(random_state=0).as_matrix().T + np.array([1.0, -2.0, 0.5])
     np.testing.assert_allclose(np.asarray(eqx.filter_jit(target.to_z)(jnp.asarray(moved, jnp.float32))), np.asarray(z),
                                atol=2e-4)
+
+
+def test_log_volume_is_the_change_of_variables_to_the_canonical_frame(any_target):
+    """log V(z) − log V_canonical(F(z)) = log |det ∂F/∂z| (autodiff Jacobian, float32), F the free
+    canonical-frame coordinates of the backbone: V is the Cartesian volume per unit of z."""
+    from cgbench import internal_coordinates as ic
+    from cgbench.resolutions import free_coordinates
+
+    target = any_target
+    mapping = target.split.z
+
+    def free(z):
+        return free_coordinates(target.backbone(z), mapping)
+
+    for z in 0.7 * jr.normal(jr.key(12), (4, 15)):
+        log_det = np.linalg.slogdet(np.asarray(jax.jacfwd(free)(z), np.float64))[1]
+        got = float(target.log_volume(z) - ic.log_volume_canonical(free(z), mapping))
+        assert got == pytest.approx(log_det, abs=2e-3 * max(1.0, abs(log_det)))
+
+
+def test_internal_coordinates_of_ala2(ala2, internal_target):
+    """ala2's Z-matrix z: 6 bonds, 5 angles, then φ and ψ circular (free at β_0 = 0.05) with their seams
+    far from the minimised structure's angles, and the two ω narrow arcs; widths thermal at β_0."""
+    from cgbench.cgbg import ARC, CIRCLE, LINEAR
+
+    _, positions, _ = ala2
+    c = internal_target.coordinates
+    assert c.kind == (LINEAR,) * 11 + (CIRCLE, CIRCLE, ARC, ARC)
+    bond, angle, omega = np.asarray(c.scale)[[0, 6, 13]]
+    assert 0.005 < bond < 0.03 and 0.05 < angle < 0.5 and 0.1 < omega < np.pi / 5
+    split = internal_target.split
+    backbone = np.asarray(positions)[np.asarray(split.representation.atom_indices)][np.asarray(split.z_beads)]
+    y = np.asarray(c.coordinates(jnp.asarray(backbone, jnp.float32)))
+    for k in (11, 12):   # the seam (shift + π) is far from the minimum's torsion
+        assert abs(np.angle(np.exp(1j * (y[k] - float(c.shift[k]) - np.pi)))) > 1.0
 
 
 def test_energy_gradient_against_finite_differences(ala2):
@@ -75,7 +128,7 @@ def test_energy_gradient_against_finite_differences(ala2):
     with jax.enable_x64(True):
         energy = PotentialEnergy.from_system(system, dtype=jnp.float64)
         t = pe.peptide_target(energy, topology, positions, masses_from_system(system), representation="all_atom",
-                              temperature=300.0, length_scale=0.1, dtype=jnp.float64)
+                              temperature=300.0, coordinates="cartesian", length_scale=0.1, dtype=jnp.float64)
         z = 0.1 * jr.normal(jr.key(3), (15,), jnp.float64)
         x = 0.003 * jr.normal(jr.key(4), (45,), jnp.float64)
         gz, gx = eqx.filter_jit(jax.grad(t.energy, argnums=(0, 1)))(z, x)
@@ -184,8 +237,9 @@ def test_run_hash_changes_with_the_target(ala2):
     from cgbench.ecg import settings_hash
 
     topology, positions, system = ala2
-    spec = load_config(preset="smoke")["ecg_peptides"]
-    hashes = {settings_hash(pe.training_settings(spec, pe.build_target("obc2", topology, positions, system,
-                                                                       temperature=300.0, length_scale=scale)),
-                            "adaptive", 0) for scale in (0.1, 0.2, 0.2)}
-    assert len(hashes) == 2
+    block = load_config(preset="smoke")["ecg_peptides"]
+    hashes = {settings_hash(pe.training_settings(block, pe.build_target(
+        "obc2", topology, positions, system, temperature=300.0, spec={**block, "coordinates": coordinates,
+                                                                     "length_scale": scale})), "adaptive", 0)
+        for coordinates, scale in (("cartesian", 0.1), ("cartesian", 0.2), ("cartesian", 0.2), ("internal", 0.1))}
+    assert len(hashes) == 3

@@ -281,7 +281,7 @@ def _peptide_target(args, config):
 
         pmf = load_pmf(args.pmf)[0]
     target = build_target(args.potential, topology, positions, load_system(args.system),
-                          temperature=peptide.temperature, length_scale=spec["length_scale"], pmf=pmf)
+                          temperature=peptide.temperature, spec=spec, pmf=pmf)
     return peptide, spec, target, positions
 
 

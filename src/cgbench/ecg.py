@@ -6,7 +6,8 @@ The gradient (ECG eq. 16–17) is
 
 with F̄ the mean force from :mod:`cgbench.conditional`. One forward pass gives z = f_θ(ε)
 and log q(z); its vector–Jacobian product with cotangents (1/N, −βF̄/N) is that gradient,
-so no surrogate loss is needed. Tempering (:mod:`cgbench.tempering`) moves β from β_0 to
+so no surrogate loss is needed. A target whose density over z has an untempered factor V(z)
+(peptides: the volume element of z's coordinates) adds −∇ log V/N to the z cotangent. Tempering (:mod:`cgbench.tempering`) moves β from β_0 to
 β_target; the model at every β is saved. Updates pass through :mod:`cgbench.gradient_guard`.
 
 Training is deterministic given the seed: the key of update u is fold_in(key(seed), u), so a
@@ -97,10 +98,12 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
     """Jitted ECG update: (params, opt_state, key, beta) → (params, opt_state, diagnostics).
 
     ``target`` is any module with ``energy(z, x)`` (kT at β = 1), ``dim_x`` and optionally
-    ``inverse_mass`` (dim_x,) for the conditional chains (:class:`cgbench.peptide_ecg.PeptideTarget`).
+    ``inverse_mass`` (dim_x,) for the conditional chains and ``log_volume(z)``, an untempered
+    term of log p_β(z) such as a volume factor (:class:`cgbench.peptide_ecg.PeptideTarget`).
     """
     sampler = ConditionalSampler(**settings["conditional_sampler"])
     batch = settings["batch_size"]
+    log_volume = getattr(target, "log_volume", None)
 
     @jax.jit
     def update(params, opt_state, key, beta):
@@ -112,7 +115,11 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
         (z, log_q), vjp = jax.vjp(forward, params)
         mf = mean_force(target.energy, z, beta, target.dim_x, sampler, key=chain_key,
                         inverse_mass=getattr(target, "inverse_mass", None))
-        (grads,) = vjp((-beta * mf.mean_force / batch, jnp.full_like(log_q, 1.0 / batch)))
+        # d(−log p_β)/dz: −β F̄, and −∇ log V where the target has an untempered volume factor.
+        cotangent = -beta * mf.mean_force
+        if log_volume is not None:
+            cotangent = cotangent - jax.vmap(jax.grad(log_volume))(z)
+        (grads,) = vjp((cotangent / batch, jnp.full_like(log_q, 1.0 / batch)))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = eqx.apply_updates(params, updates)
         diagnostics = {

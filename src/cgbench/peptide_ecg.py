@@ -5,12 +5,26 @@ as an energy U(z, x) in kT at the peptide's temperature (β = 1), the same inter
 synthetic targets:
 
 - **z** (``dim_z``): the heavy-atom backbone chain (``backbone`` resolution: CH3, C, N, CA, C, N,
-  CH3 for ala2) in ECG's canonical frame, its ``3·7 − 6 = 15`` free coordinates, standardised
-  as ``(z_nm − z_ref) / length_scale`` with z_ref the built, minimised structure. The flow lives on
-  ``[−interval, interval]^dim_z`` with a standard-normal base, so a basin that needs a coordinate
-  to move by d nm sits d / length_scale base standard deviations out: the methyl carbons of ala2
-  move up to 0.45 nm between basins, 4.5 units at the default 0.1 nm — which the cpu-preset flow
-  never reached (α_R) — and about 2 at 0.2 nm, where the same training stalled instead (README).
+  CH3 for ala2), its ``3·7 − 6 = 15`` degrees of freedom, as the flow's features u ∈
+  [−interval, interval]^dim_z through a :class:`cgbench.cgbg.FlowCoordinates` fixed without data
+  (:func:`peptide_coordinates`), in one of two representations (config ``ecg_peptides.coordinates``):
+
+  - ``cartesian`` (ECG's): the free coordinates of ECG's canonical frame, standardised as
+    ``(z_nm − z_ref) / length_scale`` with z_ref the built, minimised structure. A basin that needs
+    a coordinate to move by d nm sits d / length_scale base standard deviations out: the methyl
+    carbons of ala2 move up to 0.45 nm between basins, 4.5 units at 0.1 nm — which the cpu-preset
+    flow never reached (α_R) — and about 2 at 0.2 nm, where the same training stalled (README).
+  - ``internal``: the Z-matrix of the chain (:mod:`cgbench.internal_coordinates`: 6 bonds, 5 angles,
+    4 torsions φ, ψ, ω for ala2), centred on the minimised structure; each bond, angle and narrow
+    torsion scaled by its thermal width at β_0 with the others fixed, 1/√(β_0·∂²(U/kT)/∂y²) at the
+    minimum; a torsion whose box would reach past ±π at that width is circular (uniform at the
+    flow's identity), its seam at the maximum of a rigid scan of U along it. Moving between
+    (φ, ψ) basins is then a change of two coordinates, not a curved path through fifteen.
+
+  Both carry the volume factor of their coordinates: the Boltzmann density over u is
+  exp(−βU/kT)·V(u) with log V = :meth:`PeptideTarget.log_volume` (the Cartesian volume element in
+  those coordinates, :mod:`cgbench.internal_coordinates`, and the Jacobian of the standardisation),
+  which is not tempered.
 - **x** (``dim_x``): the other atoms of the representation — every other atom for ``all_atom``
   (target (a), U the all-atom JAX energy in implicit solvent, :mod:`cgbench.energy`), O(ACE), CB,
   O for ``heavy_atom`` (target (b), U a learned PMF, :mod:`cgbench.pmf`) — as nm displacements from
@@ -46,11 +60,11 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from cgbench.cgbg import ARC, CIRCLE, LINEAR, FlowCoordinates
 from cgbench.conditional import ConditionalSampler, sample_conditional
 from cgbench.resolutions import (
     SlowFastSplit,
     free_coordinates,
-    from_free_coordinates,
     slow_fast_split,
     to_canonical_frame,
 )
@@ -119,8 +133,8 @@ class PeptideTarget(eqx.Module):
     Attributes:
         potential: positions ``(n_beads, 3)`` nm → kJ/mol (the JAX energy or a PMF).
         kT: kJ/mol at β = 1.
-        length_scale: nm per unit of z.
-        z_reference: ``(dim_z,)`` free backbone coordinates of the minimised structure, nm.
+        coordinates: :class:`cgbench.cgbg.FlowCoordinates` between z (the flow's features) and
+            the backbone beads (``split.z``), from :func:`peptide_coordinates`.
         template: ``(n_x, 3)`` each fast bead in its local frame, nm.
         frames: ``(n_x, 3)`` local-frame beads (indices into z's beads).
         inverse_mass: ``(dim_x,)`` 1/amu of each fast coordinate.
@@ -129,8 +143,7 @@ class PeptideTarget(eqx.Module):
 
     potential: eqx.Module
     kT: float = eqx.field(static=True)
-    length_scale: float = eqx.field(static=True)
-    z_reference: jax.Array
+    coordinates: FlowCoordinates
     template: jax.Array
     frames: tuple[tuple[int, int, int], ...] = eqx.field(static=True, converter=lambda a: tuple(tuple(int(i) for i in row) for row in np.asarray(a)))
     inverse_mass: jax.Array
@@ -146,7 +159,17 @@ class PeptideTarget(eqx.Module):
 
     def backbone(self, z):
         """``(..., dim_z)`` → backbone bead positions ``(..., n_z, 3)`` nm in the canonical frame."""
-        return from_free_coordinates(self.z_reference + self.length_scale * z, self.split.z)
+        y, _ = self.coordinates.from_features(z)  # elementwise: any leading axes
+        return self.coordinates.positions(y)
+
+    def log_volume(self, z):
+        """log V(z) of one z ``(dim_z,)``: the untempered part of log p_β(z) (module docstring).
+
+        log p_β(z) = −β F(z)/kT + log V(z) + const, with V the Cartesian volume (modulo rigid
+        motion) per unit of z: the representation's volume factor over |du/dy|.
+        """
+        y, log_du = self.coordinates.from_features(z)
+        return self.coordinates.log_volume(y) - log_du
 
     def placed(self, backbone):
         """Template positions ``(..., n_x, 3)`` of the fast beads on ``backbone`` (x = 0)."""
@@ -169,12 +192,64 @@ class PeptideTarget(eqx.Module):
 
     def to_z(self, positions):
         """Inverse of :meth:`backbone` for representation positions ``(..., n_beads, 3)`` → z."""
-        backbone = to_canonical_frame(positions[..., np.asarray(self.split.z_beads), :], self.split.z)
-        return (free_coordinates(backbone, self.split.z) - self.z_reference) / self.length_scale
+        y = self.coordinates.coordinates(positions[..., np.asarray(self.split.z_beads), :])
+        return self.coordinates.to_features(y)[0]
+
+
+#: Representations of z (module docstring).
+Z_COORDINATES = ("cartesian", "internal")
+#: Points of the rigid scan that places a circular torsion's seam.
+SEAM_SCAN_POINTS = 72
+
+
+def peptide_coordinates(target: PeptideTarget, coordinates: str, *, length_scale: float, beta_0: float,
+                        interval: float) -> FlowCoordinates:
+    """The data-free :class:`cgbench.cgbg.FlowCoordinates` of z (module docstring).
+
+    Args:
+        target: a target built with any coordinates; its energy (fast beads at the template,
+            x = 0) and minimised structure (z = 0) fix the new ones.
+        coordinates: ``cartesian`` (standardised by ``length_scale`` nm) or ``internal``
+            (thermal widths at ``beta_0`` from the curvature of U at the minimum).
+        interval: the flow's box half-width I (circular torsions: where the scale would reach π).
+    """
+    from cgbench import internal_coordinates as ic
+
+    if coordinates not in Z_COORDINATES:
+        raise ValueError(f"coordinates {coordinates!r}: expected one of {Z_COORDINATES}")
+    mapping = target.split.z
+    backbone = target.backbone(jnp.zeros(target.dim_z, target.template.dtype))
+    dtype = target.template.dtype
+    if coordinates == "cartesian":
+        shift = free_coordinates(backbone, mapping)
+        return FlowCoordinates("cartesian", shift, jnp.full_like(shift, length_scale), (LINEAR,) * len(shift),
+                               float(interval), None, mapping)
+    zm = ic.zmatrix(mapping)
+    y0 = np.asarray(ic.to_internal(backbone, zm), np.float64)
+    plain = FlowCoordinates("internal", jnp.asarray(y0, dtype), jnp.ones(len(y0), dtype), (LINEAR,) * len(y0),
+                            float(interval), zm, mapping)
+    on_plain = eqx.tree_at(lambda t: t.coordinates, target, plain)
+    x0 = jnp.zeros(target.dim_x, dtype)
+    curvature = np.diag(np.asarray(jax.jit(jax.hessian(lambda dy: on_plain.energy(dy, x0)))(jnp.zeros(len(y0), dtype))))
+    width = 1.0 / np.sqrt(beta_0 * np.maximum(curvature, 1e-6))
+    kind, shift, scale = np.full(len(y0), LINEAR), y0.copy(), width.copy()
+    scan = np.linspace(-np.pi, np.pi, SEAM_SCAN_POINTS, endpoint=False)
+    energy_along = jax.jit(jax.vmap(lambda dy: on_plain.energy(dy, x0)))
+    for k in range(zm.n_bonds + zm.n_angles, zm.n_internal):
+        if interval * width[k] < np.pi:
+            kind[k] = ARC
+            continue
+        dy = np.zeros((len(scan), len(y0)))
+        dy[:, k] = scan - y0[k]
+        seam = scan[int(np.nanargmax(np.asarray(energy_along(jnp.asarray(dy, dtype)))))]
+        kind[k], shift[k], scale[k] = CIRCLE, np.angle(np.exp(1j * (seam + np.pi))), 1.0
+    return FlowCoordinates("internal", jnp.asarray(shift, dtype), jnp.asarray(scale, dtype),
+                           tuple(int(k) for k in kind), float(interval), zm, mapping)
 
 
 def peptide_target(potential, topology, structure, masses, *, representation: str, temperature: float,
-                   length_scale: float, dtype=jnp.float32) -> PeptideTarget:
+                   coordinates: str = "cartesian", length_scale: float = 0.1, beta_0: float = 1.0,
+                   interval: float = 5.0, dtype=jnp.float32) -> PeptideTarget:
     """Build a :class:`PeptideTarget`.
 
     Args:
@@ -184,22 +259,25 @@ def peptide_target(potential, topology, structure, masses, *, representation: st
         masses: ``(n_atoms,)`` amu.
         representation: ``all_atom`` or ``heavy_atom``.
         temperature: K (β = 1).
-        length_scale: nm per unit of z.
+        coordinates, length_scale, beta_0, interval: of z (:func:`peptide_coordinates`).
     """
     split = slow_fast_split(topology, representation)
     atoms = np.asarray(split.representation.atom_indices)
     beads = np.asarray(structure, np.float64)[atoms]
     backbone = np.asarray(to_canonical_frame(jnp.asarray(beads[np.asarray(split.z_beads)]), split.z))
-    z_free = np.asarray(free_coordinates(backbone, split.z))
+    z_free = jnp.asarray(free_coordinates(backbone, split.z), dtype)
     frames = local_frames(split)
     raw_backbone = beads[np.asarray(split.z_beads)]
     fast = beads[np.asarray(split.x_beads)]  # frame-local, so any orientation of the structure will do
     axes = np.asarray(_frame_axes(*(jnp.asarray(raw_backbone[frames[:, k]]) for k in range(3))))
     template = np.einsum("kij,kj->ki", axes, fast - raw_backbone[frames[:, 0]])
     inverse_mass = np.repeat(1.0 / np.asarray(masses, np.float64)[atoms[np.asarray(split.x_beads)]], 3)
-    return PeptideTarget(potential, float(GAS_CONSTANT * temperature), float(length_scale),
-                         jnp.asarray(z_free, dtype), jnp.asarray(template, dtype), frames,
-                         jnp.asarray(inverse_mass, dtype), split)
+    at_structure = FlowCoordinates("cartesian", z_free, jnp.ones_like(z_free), (LINEAR,) * len(z_free),
+                                   float(interval), None, split.z)
+    target = PeptideTarget(potential, float(GAS_CONSTANT * temperature), at_structure,
+                           jnp.asarray(template, dtype), frames, jnp.asarray(inverse_mass, dtype), split)
+    fitted = peptide_coordinates(target, coordinates, length_scale=length_scale, beta_0=beta_0, interval=interval)
+    return eqx.tree_at(lambda t: t.coordinates, target, fitted)
 
 
 def sampler_in_chain_units(settings: dict, kT: float) -> dict:
@@ -237,7 +315,7 @@ def reconstruct(target: PeptideTarget, z, beta: float, sampler: ConditionalSampl
         ``(N, n_beads, 3)`` float32 positions (nm, canonical frame) — the last chain state per z —
         and the mean acceptance.
     """
-    z = jnp.asarray(z, target.z_reference.dtype)
+    z = jnp.asarray(z, target.template.dtype)
     beta = jnp.asarray(beta, z.dtype)  # traced: one compilation serves every β
     keys = jr.split(key, len(z))
     out, acceptance = [], []
@@ -258,7 +336,7 @@ def training_settings(spec: dict, target: PeptideTarget) -> dict:
 
     The scored β values become tempering milestones (every schedule saves a model there), and
     the chain step sizes are converted from fs to chain units (:func:`sampler_in_chain_units`).
-    The target's own numbers (length scale, kT, reference backbone, template) are included, so
+    The target's own numbers (coordinates of z, kT, template) are included, so
     that the trainer's run hash — which guards resume and "already trained" — changes with them.
     """
     tempering = dict(spec["tempering"], milestones=sorted(spec["scored_betas"]))
@@ -266,9 +344,11 @@ def training_settings(spec: dict, target: PeptideTarget) -> dict:
             "tempering": tempering,
             "conditional_sampler": sampler_in_chain_units(spec["conditional_sampler"], target.kT),
             "gradient_guard": spec["gradient_guard"], "checkpoint_every": spec["checkpoint_every"],
-            "target": {"length_scale": target.length_scale, "kT": target.kT, "dim_z": target.dim_z,
-                       "dim_x": target.dim_x,
-                       "z_reference": np.round(np.asarray(target.z_reference, np.float64), 6).tolist(),
+            "target": {"kT": target.kT, "dim_z": target.dim_z, "dim_x": target.dim_x,
+                       "coordinates": target.coordinates.representation,
+                       "coordinate_kinds": list(target.coordinates.kind),
+                       "coordinate_shift": np.round(np.asarray(target.coordinates.shift, np.float64), 6).tolist(),
+                       "coordinate_scale": np.round(np.asarray(target.coordinates.scale, np.float64), 6).tolist(),
                        "template": np.round(np.asarray(target.template, np.float64), 6).tolist()}}
 
 
@@ -424,14 +504,16 @@ def evaluate_models(target: PeptideTarget, models_dir, references: dict, *, stru
     return pd.DataFrame(rows)
 
 
-def build_target(potential: str, topology, structure, system, *, temperature: float, length_scale: float,
+def build_target(potential: str, topology, structure, system, *, temperature: float, spec: dict,
                  pmf=None) -> PeptideTarget:
-    """The target of a potential name in :data:`POTENTIALS`.
+    """The target of a potential name in :data:`POTENTIALS`, z as the ``ecg_peptides`` block says.
 
     Args:
         potential: ``obc2``/``obc1`` (all-atom JAX energy of ``system``, which must be that
             implicit-solvent system) or ``pmf_heavy_atom`` (``pmf``, a heavy-atom PMF model).
         system: the OpenMM system (energy and masses).
+        spec: the ``ecg_peptides`` config block (``coordinates``, ``length_scale``,
+            ``tempering.beta_0``, ``flow.interval``).
     """
     from cgbench.energy import PotentialEnergy
     from cgbench.langevin import masses_from_system
@@ -447,7 +529,9 @@ def build_target(potential: str, topology, structure, system, *, temperature: fl
 
         energy = cast(pmf, jnp.float32)
     return peptide_target(energy, topology, structure, masses_from_system(system),
-                          representation=POTENTIALS[potential], temperature=temperature, length_scale=length_scale)
+                          representation=POTENTIALS[potential], temperature=temperature,
+                          coordinates=spec["coordinates"], length_scale=spec["length_scale"],
+                          beta_0=spec["tempering"]["beta_0"], interval=spec["flow"]["interval"])
 
 
 def train_peptide(target: PeptideTarget, spec: dict, schedule: str, out_dir, *, seed: int,
