@@ -8,6 +8,13 @@ through the environment: many compile the same programs (PMF_B and PMF_U at one 
 CG-BG and CG MD jobs of each). Measured on the smoke DAG (2 cores, loaded): its jobs' CPU time
 751 s → 529 s. The compiled executables are the same, so no result changes; the folder is removed
 at exit.
+
+The suite runs on two pytest-xdist workers, whole files per worker (``-n 2 --dist loadfile`` in
+pyproject.toml; ``-n 0`` for one process). The workers share the controller's compilation cache
+(inherited through the environment; only the controller removes it), the two Snakemake DAG files
+are scheduled first so that the rest of the suite fills the other worker around them, and what a
+test hands to :func:`ci_log` is printed in the terminal summary by the controller — a worker's own
+output never reaches the CI log.
 """
 
 import atexit
@@ -23,12 +30,41 @@ import pytest
 
 from cgbench.targets import DoubleWell, GaussianMixture
 
-_JAX_CACHE = tempfile.mkdtemp(prefix="cgbench-test-jax-cache-")
-atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+if "PYTEST_XDIST_WORKER" in os.environ and os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _JAX_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]  # the controller's; it removes it
+else:
+    _JAX_CACHE = tempfile.mkdtemp(prefix="cgbench-test-jax-cache-")
+    atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+#: Files started first: the Snakemake DAGs, minutes each (collection order is the workers' order).
+FIRST_FILES = ("test_workflow.py", "test_slurm.py")
+#: user_properties key of the lines :func:`ci_log` collects.
+CI_LOG = "ci_log"
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def ci_log(request, text: str) -> None:
+    """Print ``text`` in the terminal summary (the CI log), with or without xdist workers."""
+    request.node.user_properties.append((CI_LOG, text))
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [value for reports in terminalreporter.stats.values() for report in reports
+             for key, value in getattr(report, "user_properties", ()) if key == CI_LOG
+             and getattr(report, "when", "call") == "call"]
+    if lines:
+        terminalreporter.section("for the CI log")
+        for text in lines:
+            terminalreporter.write_line(text)
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,9 @@ def bench_setup(tmp_path):
     storage = tmp_path / "baseline"
 
     def bench(delay_s: float, *extra: str):
-        env = {**os.environ, "CGBENCH_FAKE_DELAY_S": str(delay_s)}
+        # Not the xdist worker's variables: pytest-benchmark would take the run for a worker's and disable it.
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
+               "CGBENCH_FAKE_DELAY_S": str(delay_s)}
         command = [sys.executable, "-m", "cgbench", "bench", "--benchmarks", str(tmp_path / "benchmarks"),
                    "--storage", str(storage), "--tag", "test-machine", "--fail-above", "50", *extra]
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

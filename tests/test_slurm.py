@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ci_log
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm-gpu"
@@ -88,16 +89,15 @@ def slurm_run(tmp_path_factory):
     return result, log, run_id, workdir
 
 
-def test_smoke_dag_completes_through_sbatch(slurm_run, capsys):
+def test_smoke_dag_completes_through_sbatch(slurm_run, request):
     result, log, run_id, workdir = slurm_run
     assert result.returncode == 0, f"exit {result.returncode}\n{log[-6000:]}"
     assert run_id, "the SLURM plugin did not report a run ID"
     jobs = _squeue(run_id)
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)
-    with capsys.disabled():  # into the CI log, whatever pytest's capture setting
-        print(f"\n--- SLURM smoke DAG (run {run_id}): {len(submitted)} jobs through sbatch ---")
-        print(jobs.to_string(index=False))
-        print(next(line for line in reversed(log.splitlines()) if "steps (100%) done" in line))
+    ci_log(request, f"--- SLURM smoke DAG (run {run_id}): {len(submitted)} jobs through sbatch ---\n"
+                    + jobs.to_string(index=False) + "\n"
+                    + next(line for line in reversed(log.splitlines()) if "steps (100%) done" in line))
 
     timing = pd.read_csv(workdir / "results" / "tables" / "jobs.csv")
     # Every benchmarked job was submitted with sbatch and completed; only `jobs` ran locally.

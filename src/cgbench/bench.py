@@ -108,7 +108,9 @@ def benchmark_command(bench_dir: Path, storage: Path, tag: str, fail_above: floa
                "--benchmark-columns=min,median,max,iqr,rounds", "--benchmark-sort=fullname",
                # ≥ 20 rounds even for the slow ones (pytest-benchmark stops after 1 s by default, 15
                # rounds of the gmm_10d update): their medians jittered by 28 % between runs.
-               "--benchmark-min-rounds=20"]
+               "--benchmark-min-rounds=20",
+               # one process: pyproject's xdist workers (for the tests) would disable the benchmarks
+               "-n", "0", "--dist", "no"]
     if save:
         command.append(f"--benchmark-save={tag}")
     if compare:
