@@ -1,4 +1,4 @@
-"""Integration: the `smoke` synthetic DAG of the double well through profiles/slurm-gpu, every job sent with sbatch.
+"""Integration: the `smoke` synthetic DAG (every synthetic target) through profiles/slurm-gpu, every job sent with sbatch.
 
 Needs a reachable SLURM with partitions `cpu` and `gpu` and a (fake) GPU on `gpu`, as started
 by `.ci/slurm-up`. Skipped when there is none, unless CGBENCH_REQUIRE_SLURM=1 (set by `.ci/run`),
@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ci_log
+
+from cgbench.report import synthetic_figure_kinds
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm-gpu"
@@ -63,12 +65,12 @@ def slurm_run(tmp_path_factory):
             pytest.fail(f"CGBENCH_REQUIRE_SLURM=1 but no usable SLURM: {missing} (start one with .ci/slurm-up)")
         pytest.skip(f"no SLURM: {missing}")
     workdir = tmp_path_factory.mktemp("slurm")
-    # The synthetic stage of the double well only (6 jobs, 4 of them on the GPU partition): no
-    # peptide targets and no PMFs (Müller-Brown's included), so jobs.csv gathers just its jobs. The
-    # other targets' jobs are the same rules (tests/test_workflow.py runs them all locally).
+    # The whole synthetic stage (double well, both Gaussian mixtures, both schedules, the
+    # no-tempering ablation; GPU and CPU rules): no peptide targets and no PMFs (Müller-Brown's
+    # included), so jobs.csv gathers just its jobs. The peptide stages are the same executor path
+    # (tests/test_workflow.py runs them all locally).
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["synthetic"]["targets"] = ["double_well"]
-    config["synthetic"]["no_tempering_ablation"] = []
+    targets = config["synthetic"]["targets"]
     config["peptides"] = {}
     config["ecg_peptides"]["targets"] = []
     config["pmf"]["data"] = []
@@ -79,18 +81,18 @@ def slurm_run(tmp_path_factory):
                "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs",
                # The synthetic stage: its tables and figures, and the table of all its jobs.
                "results/tables/synthetic.csv", "results/tables/tempering.csv", "results/tables/jobs.csv",
-               "results/figures/double_well.manifest.json"]
+               *[f"results/figures/{target}.manifest.json" for target in targets]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S + 120)
     log = result.stdout + result.stderr
     run_id = re.search(r"SLURM run ID: (\S+)", log)
     run_id = run_id[1] if run_id else None
     if result.returncode != 0 and run_id:  # cancel only this run's jobs, if any are left
         subprocess.run(["scancel", "--name", run_id], capture_output=True, timeout=60)
-    return result, log, run_id, workdir
+    return result, log, run_id, workdir, targets
 
 
 def test_smoke_dag_completes_through_sbatch(slurm_run, request):
-    result, log, run_id, workdir = slurm_run
+    result, log, run_id, workdir, targets = slurm_run
     assert result.returncode == 0, f"exit {result.returncode}\n{log[-6000:]}"
     assert run_id, "the SLURM plugin did not report a run ID"
     jobs = _squeue(run_id)
@@ -113,17 +115,21 @@ def test_smoke_dag_completes_through_sbatch(slurm_run, request):
     assert gpu.sum() == timing["rule"].isin(GPU_RULES).sum() > 0
     assert (jobs.loc[gpu, "partition"] == "gpu").all() and (jobs.loc[gpu, "tres"] == "gres:gpu:1").all()
     assert (jobs.loc[~gpu, "partition"] == "cpu").all() and (jobs.loc[~gpu, "tres"] == "N/A").all()
-    assert set(rule[~gpu]) == {"synthetic_tables", "synthetic_figures_double_well"}
+    assert set(rule[~gpu]) == {"synthetic_tables"} | {f"synthetic_figures_{target}" for target in targets}
 
 
 def test_outputs_and_timing_of_the_slurm_run(slurm_run):
-    result, _, _, workdir = slurm_run
+    result, _, _, workdir, targets = slurm_run
     assert result.returncode == 0
     results = workdir / "results"
     table = pd.read_csv(results / "tables" / "synthetic.csv")
-    assert set(table["target"]) == {"double_well"}
-    for png in ("double_well_histograms", "double_well_tempering"):
-        assert (results / "figures" / f"{png}.png").stat().st_size > 10_000
+    assert set(table["target"]) == set(targets) == {"double_well", "gmm_2d", "gmm_10d"}
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for target in targets:
+        kinds = synthetic_figure_kinds(target, config["targets"][target])
+        assert kinds
+        for kind in kinds:
+            assert (results / "figures" / f"{target}_{kind}.png").stat().st_size > 10_000
     timing = pd.read_csv(results / "tables" / "jobs.csv")
     assert set(timing["rule"]) == {"nuts", "ecg_train", "evaluate", "synthetic_tables", "synthetic_figures"}
     assert (timing["wall_s"] > 0).all()
