@@ -88,11 +88,12 @@ def slurm_run(tmp_path_factory):
     run_id = run_id[1] if run_id else None
     if result.returncode != 0 and run_id:  # cancel only this run's jobs, if any are left
         subprocess.run(["scancel", "--name", run_id], capture_output=True, timeout=60)
-    return result, log, run_id, workdir, targets
+    return result, log, run_id, workdir, config
 
 
 def test_smoke_dag_completes_through_sbatch(slurm_run, request):
-    result, log, run_id, workdir, targets = slurm_run
+    result, log, run_id, workdir, config = slurm_run
+    targets = config["synthetic"]["targets"]
     assert result.returncode == 0, f"exit {result.returncode}\n{log[-6000:]}"
     assert run_id, "the SLURM plugin did not report a run ID"
     jobs = _squeue(run_id)
@@ -119,12 +120,12 @@ def test_smoke_dag_completes_through_sbatch(slurm_run, request):
 
 
 def test_outputs_and_timing_of_the_slurm_run(slurm_run):
-    result, _, _, workdir, targets = slurm_run
+    result, _, _, workdir, config = slurm_run
+    targets = config["synthetic"]["targets"]
     assert result.returncode == 0
     results = workdir / "results"
     table = pd.read_csv(results / "tables" / "synthetic.csv")
     assert set(table["target"]) == set(targets) == {"double_well", "gmm_2d", "gmm_10d"}
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
     for target in targets:
         kinds = synthetic_figure_kinds(target, config["targets"][target])
         assert kinds
