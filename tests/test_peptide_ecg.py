@@ -243,3 +243,29 @@ def test_run_hash_changes_with_the_target(ala2):
                                                                      "length_scale": scale})), "adaptive", 0)
         for coordinates, scale in (("cartesian", 0.1), ("cartesian", 0.2), ("cartesian", 0.2), ("internal", 0.1))}
     assert len(hashes) == 3
+
+
+def test_peptide_training_resumes_bitwise_after_a_stop(ala2, tmp_path):
+    """A peptide run stopped inside β_0's step and resumed saves the same models, bit for bit, as an
+    uninterrupted run (smoke sizes, internal z, adaptive schedule). The trainer's kill cases are in
+    test_ecg.py; this checks that the peptide target (chains, volume term, milestones) resumes too."""
+    from cgbench.config import load_config
+    from cgbench.ecg import load_models
+
+    topology, positions, system = ala2
+    block = load_config(preset="smoke")["ecg_peptides"]
+    assert block["coordinates"] == "internal" and block["schedule"] == "adaptive"
+    t = pe.build_target("obc2", topology, positions, system, temperature=300.0, spec=block)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    index = pe.train_peptide(t, block, block["schedule"], whole, seed=3, progress=False)
+    stop_at = block["tempering"]["updates_at_beta_0"] - 5
+    assert pe.train_peptide(t, block, block["schedule"], stopped, seed=3, max_updates=stop_at, progress=False) is None
+    assert not (stopped / "models.json").exists()
+    resumed = pe.train_peptide(t, block, block["schedule"], stopped, seed=3, progress=False)
+    assert [m["beta"] for m in resumed["models"]] == [m["beta"] for m in index["models"]]
+    assert index["models"][-1]["beta"] == block["tempering"]["beta_target"]
+    (_, flows_a), (_, flows_b) = load_models(whole), load_models(stopped)
+    for fa, fb in zip(flows_a, flows_b, strict=True):
+        la, lb = jax.tree.leaves(eqx.filter(fa, eqx.is_inexact_array)), jax.tree.leaves(eqx.filter(fb, eqx.is_inexact_array))
+        assert len(la) == len(lb) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(la, lb))
