@@ -1,5 +1,5 @@
 # ECG training: reverse KL with mean forces from conditional chains, tempered in beta.
-# A killed job resumes from results/<target>/ecg/<method>/checkpoint.* when rerun.
+# A killed job resumes from results/<target>/ecg/<method>/checkpoint* when rerun.
 
 
 rule ecg_train:

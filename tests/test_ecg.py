@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from cgbench.conditional import ConditionalSampler
+from cgbench.checkpoint import load_checkpoint
 from cgbench.ecg import TrainingDiverged, load_models, make_optimizer, make_update, train_ecg
 from cgbench.flows import flow_from_settings
 from cgbench.targets import DoubleWell
@@ -83,7 +84,7 @@ def test_fixed_schedule_models_load(fixed_run):
         assert (out / m["path"]).is_file()
     # the last model is the final state of training (same leaves as the checkpoint)
     params, _, opt_state = skeleton()
-    final_params, _ = eqx.tree_deserialise_leaves(out / "checkpoint.eqx", (params, opt_state))
+    final_params, _ = load_checkpoint(out, (params, opt_state), identity={})[0]
     assert all(np.array_equal(a, b) for a, b in zip(leaves(flows[-1]), leaves(final_params)))
     # models at different β differ (training moved them), and differ from the initial flow
     init = leaves(params)
@@ -115,8 +116,8 @@ def test_resume_is_bitwise_identical(fixed_run, tmp_path):
         assert all(np.array_equal(a, b) for a, b in zip(la, lb))
     # the optimiser state (Adam moments, guard window) resumed bitwise too
     params, _, opt_state = skeleton()
-    state_a = eqx.tree_deserialise_leaves(out_a / "checkpoint.eqx", (params, opt_state))
-    state_b = eqx.tree_deserialise_leaves(out_b / "checkpoint.eqx", (params, opt_state))
+    state_a = load_checkpoint(out_a, (params, opt_state), identity={})[0]
+    state_b = load_checkpoint(out_b, (params, opt_state), identity={})[0]
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)))
 
 
@@ -208,14 +209,14 @@ class NaNDoubleWell(DoubleWell):
 def test_nan_energy_raises_and_leaves_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="consecutive"):
         train(tmp_path, target=NaNDoubleWell())
-    assert (tmp_path / "checkpoint.json").is_file() and (tmp_path / "checkpoint.eqx").is_file()
+    assert (tmp_path / "checkpoint.json").is_file() and len(list(tmp_path.glob("checkpoint-*.eqx"))) == 1
     assert not (tmp_path / "models.json").exists()
     ckpt = json.loads((tmp_path / "checkpoint.json").read_text())
     max_skips = SETTINGS["gradient_guard"]["max_consecutive_skips"]
     assert ckpt["update"] == max_skips + 1
     # every update was skipped: the checkpoint holds the untouched initial parameters
     params, _, opt_state = skeleton()
-    saved_params, saved_opt = eqx.tree_deserialise_leaves(tmp_path / "checkpoint.eqx", (params, opt_state))
+    saved_params, saved_opt = load_checkpoint(tmp_path, (params, opt_state), identity={})[0]
     assert all(np.array_equal(a, b) for a, b in zip(leaves(saved_params), leaves(params)))
     assert int(saved_opt.consecutive_skips) == max_skips + 1
     assert all(np.all(np.isfinite(a)) for a in leaves(saved_params))

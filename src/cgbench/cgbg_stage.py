@@ -39,6 +39,7 @@ import pandas as pd
 
 from cgbench import cgbg
 from cgbench.atomic import atomic_savez, atomic_write_bytes, atomic_write_json
+from cgbench.checkpoint import remove_checkpoint
 from cgbench.training import TrainingSettings, train_minibatches
 
 log = logging.getLogger(__name__)
@@ -162,8 +163,7 @@ def train_representation(data: dict, mapping, representation: str, *, spec: dict
     save_flow(out / "flow.eqx", trained, {"flow": spec["flow"], "training": summary})
     atomic_write_json(out / "training.json", summary)
     pd.DataFrame(result["history"]).to_csv(out / "history.csv", index=False)
-    for name in ("checkpoint.eqx", "checkpoint.json"):
-        (out / name).unlink(missing_ok=True)
+    remove_checkpoint(out)
     return trained, summary
 
 
@@ -372,8 +372,7 @@ def run_muller_brown_cgbg(dataset: dict, *, data: str, pmfs: dict, training_fram
                                                                     "u_sum": float(u[inside].sum())})
     proposal = StandardisedFlow(jnp.asarray(mean), jnp.asarray(scale), result["model"])
     eqx.tree_serialise_leaves(out / "flow.eqx", proposal)
-    for name in ("checkpoint.eqx", "checkpoint.json"):
-        (out / name).unlink(missing_ok=True)
+    remove_checkpoint(out)
     pd.DataFrame(result["history"]).to_csv(out / "history.csv", index=False)
 
     @eqx.filter_jit

@@ -15,8 +15,9 @@ run resumed from its last checkpoint after being killed ends with the same param
 uninterrupted one.
 
 Files in ``out_dir``: ``models/beta_XXXX.eqx`` (flow parameters at each β),
-``models.json`` (index of the saved models, written last), ``checkpoint.eqx`` +
-``checkpoint.json`` (resume state), ``history.csv`` (training diagnostics).
+``models.json`` (index of the saved models, written last), ``checkpoint.json`` +
+``checkpoint-<n>.eqx`` (resume state, :mod:`cgbench.checkpoint`), ``history.csv`` (training
+diagnostics).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cgbench.atomic import atomic_write_bytes, atomic_write_json
+from cgbench.checkpoint import load_checkpoint, save_checkpoint
 from cgbench.conditional import ConditionalSampler, mean_force
 from cgbench.flows import flow_from_settings
 from cgbench.gradient_guard import gradient_guard, reset_history
@@ -175,19 +177,14 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
     state = {"run_hash": run_hash, "step": 0, "beta": float(tempering["beta_0"] if schedule != "none"
                                                           else tempering["beta_target"]),
              "done_in_step": 0, "update": 0, "wall_s": 0.0, "models": [], "history": []}
-    ckpt_json, ckpt_eqx = out / "checkpoint.json", out / "checkpoint.eqx"
     finished = out / "models.json"
     if finished.exists() and json.loads(finished.read_text()).get("run_hash") == run_hash:
         log.info("%s is complete for these settings; nothing to do", finished)
         return json.loads(finished.read_text())
-    if ckpt_json.exists() and ckpt_eqx.exists():
-        saved = json.loads(ckpt_json.read_text())
-        if saved.get("run_hash") == run_hash:
-            params, opt_state = eqx.tree_deserialise_leaves(ckpt_eqx, (params, opt_state))
-            state = saved
-            log.info("resuming from checkpoint at update %d (beta=%.6g)", state["update"], state["beta"])
-        else:
-            log.warning("ignoring checkpoint of a different run (settings changed); starting afresh")
+    saved = load_checkpoint(out, (params, opt_state), identity={"run_hash": run_hash})
+    if saved is not None:
+        (params, opt_state), state = saved
+        log.info("resuming from checkpoint at update %d (beta=%.6g)", state["update"], state["beta"])
 
     planned = planned_betas(tempering, schedule)
     if schedule == "adaptive":
@@ -197,9 +194,8 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
     update = make_update(target, settings, static, optimizer)
     base_key = jr.key(seed)
 
-    def save_checkpoint():
-        atomic_write_bytes(ckpt_eqx, lambda f: eqx.tree_serialise_leaves(f, (params, opt_state)))
-        atomic_write_json(ckpt_json, state)
+    def checkpoint():
+        save_checkpoint(out, (params, opt_state), state)
 
     # In a log file (not a terminal) refresh rarely, so that logs stay readable.
     bar = tqdm(total=total, initial=state["update"], disable=not progress,
@@ -213,7 +209,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
         while state["done_in_step"] < n_updates:
             if max_updates is not None and calls >= max_updates:
                 state["wall_s"] += time.perf_counter() - started
-                save_checkpoint()
+                checkpoint()
                 bar.close()
                 return None
             key = jr.fold_in(base_key, state["update"])
@@ -224,12 +220,12 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
             bar.update(1)
             if int(diag["consecutive_skips"]) > settings["gradient_guard"]["max_consecutive_skips"]:
                 state["wall_s"] += time.perf_counter() - started
-                save_checkpoint()
+                checkpoint()
                 bar.close()
                 raise TrainingDiverged(
                     f"{int(diag['consecutive_skips'])} consecutive gradients skipped at beta={beta:.6g}, "
                     f"update {state['update']} (last norm {float(diag['grad_norm']):.3g}); the last good "
-                    f"state is in {ckpt_eqx}. Lower ecg.*.learning_rate or raise "
+                    f"state is in {out / 'checkpoint.json'}. Lower ecg.*.learning_rate or raise "
                     "conditional_sampler.samples, then rerun to resume.")
             if state["update"] % HISTORY_EVERY == 0:
                 row = {"update": state["update"], "beta": beta, **{k: float(v) for k, v in diag.items()}}
@@ -241,7 +237,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
             if state["update"] % settings["checkpoint_every"] == 0 and state["done_in_step"] < n_updates:
                 state["wall_s"] += time.perf_counter() - started
                 started = time.perf_counter()
-                save_checkpoint()
+                checkpoint()
 
         # The model at this β is converged: keep it, then choose the next β.
         index = state["step"]
@@ -273,9 +269,9 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
         state.update(step=index + 1, beta=float(new_beta), done_in_step=0)
         # The gradient scale changes with β: the skip/clip median restarts at each step.
         opt_state = reset_history(opt_state)
-        save_checkpoint()
+        checkpoint()
     bar.close()
-    save_checkpoint()
+    checkpoint()
 
     pd.DataFrame(state["history"]).to_csv(out / "history.csv", index=False)
     index_doc = {"schedule": schedule, "seed": seed, "run_hash": run_hash, "dim_z": target.dim_z,

@@ -15,7 +15,7 @@ the dataset's weights, plus a SchNet network); Müller-Brown's an
 :class:`cgbench.pmf.RBFPotential`. Outputs in the job's folder: ``model.eqx`` + ``model.json``
 (:func:`cgbench.pmf.save_pmf`: hyper-parameters, data, noise floor, training summary),
 ``history.csv`` (per epoch), ``training.json`` (the summary alone) and, while training,
-``checkpoint.*``.
+``checkpoint*`` (:mod:`cgbench.checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cgbench.atomic import atomic_write_json
+from cgbench.checkpoint import remove_checkpoint
 from cgbench.force_matching import force_noise_floor, model_forces, train_force_matching
 from cgbench.training import TrainingSettings
 
@@ -102,8 +103,7 @@ def _write_outputs(out: Path, model, result: dict, floor: dict, hyperparameters:
     save_pmf(out / "model.eqx", model, {**hyperparameters, "training": summary})
     pd.DataFrame(result["history"]).to_csv(out / "history.csv", index=False)
     atomic_write_json(out / "training.json", {**hyperparameters, **summary})
-    for name in ("checkpoint.eqx", "checkpoint.json"):
-        (out / name).unlink(missing_ok=True)
+    remove_checkpoint(out)
     return summary
 
 

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from cgbench.atomic import atomic_write_bytes, atomic_write_json
+from cgbench.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def train_minibatches(model, loss: Callable, data: Sequence, replica, *, validat
             better, any units), called after every epoch with the held-out frame indices.
         settings: :class:`TrainingSettings`.
         key: PRNG key of the minibatch order.
-        workdir: Folder of ``checkpoint.eqx`` / ``checkpoint.json`` (resumed if they match).
+        workdir: Folder of the checkpoint (:mod:`cgbench.checkpoint`; resumed if it matches).
         fingerprint: Anything else that must match for a checkpoint to be resumed (data, model).
         progress: Show a tqdm bar over epochs.
         stop_after_epochs: Stop (checkpoint kept, ``finished`` False) after this many epochs of
@@ -170,15 +170,10 @@ def train_minibatches(model, loss: Callable, data: Sequence, replica, *, validat
     state = {"epoch": 0, "best_epoch": 0, "best_validation": float("inf"), "bad_epochs": 0, "history": [],
              "wall_s": 0.0, "finished": False, "stopped_early": False,
              "fingerprint": _fingerprint(settings, fingerprint or {}, len(train_idx), len(val_idx))}
-    ckpt_eqx, ckpt_json = workdir / "checkpoint.eqx", workdir / "checkpoint.json"
-    if ckpt_eqx.exists() and ckpt_json.exists():
-        saved = json.loads(ckpt_json.read_text())
-        if saved.get("fingerprint") == state["fingerprint"]:
-            params, opt_state, best = eqx.tree_deserialise_leaves(ckpt_eqx, (params, opt_state, best))
-            state = saved
-            log.info("resuming %s after epoch %d (best %d)", name, state["epoch"], state["best_epoch"])
-        else:
-            log.warning("checkpoint in %s was made with other settings or data; starting afresh", workdir)
+    saved = load_checkpoint(workdir, (params, opt_state, best), identity={"fingerprint": state["fingerprint"]})
+    if saved is not None:
+        (params, opt_state, best), state = saved
+        log.info("resuming %s after epoch %d (best %d)", name, state["epoch"], state["best_epoch"])
 
     train_data = tuple(a[train_idx] for a in data)
 
@@ -231,8 +226,7 @@ def train_minibatches(model, loss: Callable, data: Sequence, replica, *, validat
             state.update(finished=True, stopped_early=True)
         if state["epoch"] >= settings.epochs:
             state["finished"] = True
-        atomic_write_bytes(ckpt_eqx, lambda f: eqx.tree_serialise_leaves(f, (params, opt_state, best)))
-        atomic_write_json(ckpt_json, state)
+        save_checkpoint(workdir, (params, opt_state, best), state)
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.4g}", validation=f"{validation:.4g}")
         log.info("%s epoch %d: train loss %.5g, validation loss %.5g%s", name, state["epoch"], train_loss,
