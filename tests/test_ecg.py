@@ -95,6 +95,31 @@ def test_fixed_schedule_models_load(fixed_run):
     assert z.shape == (200, 1) and np.all(np.abs(z) <= 5.0)
 
 
+def test_models_load_with_the_permutations_they_were_trained_with(tmp_path):
+    """For dim_z ≥ 3 the coupling flow holds integer permutations drawn from the init key; models save
+    only the trained (float) leaves. A model loaded into a skeleton of another key is another flow.
+
+    Before 2026-12-07 :func:`load_models` built its skeleton with key 0: every ECG flow of dim_z ≥ 3
+    trained with another seed (the workflow's ala2 run: seed 752411102) was evaluated scrambled.
+    """
+    from cgbench.flows import make_flow
+    from cgbench.targets import GaussianMixture
+
+    target = GaussianMixture.from_seed(dim_z=3, dim_x=2, n_modes=2, variance=0.05, seed=0)
+    index = train_ecg(target, SETTINGS, "fixed", tmp_path, seed=SEED, progress=False)
+    _, flows = load_models(tmp_path)
+    trained = make_flow(dim=3, key=jr.key(SEED), **SETTINGS["flow"])  # the trainer's flow, built independently
+    params, static = eqx.partition(trained, eqx.is_inexact_array)
+    final, _ = load_checkpoint(tmp_path, (params, make_optimizer(SETTINGS).init(params)), identity={})[0]
+    trained = eqx.combine(final, static)
+    z = jr.uniform(jr.key(1), (50, 3), minval=-3.0, maxval=3.0)
+    np.testing.assert_array_equal(np.asarray(jax.vmap(flows[-1].log_prob)(z)), np.asarray(jax.vmap(trained.log_prob)(z)))
+    # the test has power: the same trained leaves in a key-0 skeleton are a different density
+    other = eqx.combine(final, eqx.partition(make_flow(dim=3, key=jr.key(0), **SETTINGS["flow"]), eqx.is_inexact_array)[1])
+    assert np.max(np.abs(np.asarray(jax.vmap(other.log_prob)(z)) - np.asarray(jax.vmap(trained.log_prob)(z)))) > 1e-3
+    assert index["seed"] == SEED
+
+
 # ---------------------------------------------------------------- (b) resume is bitwise
 
 def test_resume_is_bitwise_identical(fixed_run, tmp_path):

@@ -147,7 +147,7 @@ def test_flow_density_matches_sample_histogram_1d(flow_outputs):
 
 
 def test_flow_from_settings_is_deterministic_in_key():
-    a = flow_from_settings(FLOW_SETTINGS, 2)
+    a = flow_from_settings(FLOW_SETTINGS, 2, key=jr.key(0))
     b = flow_from_settings(FLOW_SETTINGS, 2, key=jr.key(0))
     c = flow_from_settings(FLOW_SETTINGS, 2, key=jr.key(1))
     la = jax.tree.leaves(eqx.filter(a, eqx.is_inexact_array))
@@ -156,3 +156,13 @@ def test_flow_from_settings_is_deterministic_in_key():
     assert all(np.array_equal(x, y) for x, y in zip(la, lb))
     assert not all(np.array_equal(x, y) for x, y in zip(la, lc))
     assert a.shape == (2,)
+
+
+def test_key_also_draws_the_untrained_permutations():
+    """From dim 3 on, the key draws integer permutations between coupling layers: not parameters,
+    so not in a params-only save (why :func:`cgbench.ecg.initial_flow` exists)."""
+    def integer_leaves(flow):
+        return [np.asarray(x) for x in jax.tree.leaves(flow) if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jnp.inexact)]
+
+    a, b = (integer_leaves(flow_from_settings(FLOW_SETTINGS, 3, key=jr.key(k))) for k in (0, 1))
+    assert a and not all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -137,6 +137,18 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
     return update
 
 
+def initial_flow(flow_settings: dict, dim_z: int, seed: int):
+    """The untrained flow of a run with master ``seed``: the skeleton of its checkpoints and models.
+
+    Models are saved as their trained parameters (floating-point leaves) only; the permutations
+    between coupling layers are not parameters but are drawn from the same key
+    (:func:`cgbench.flows.flow_from_settings`). Training and loading both build the flow here, so a
+    model is loaded with the permutations it was trained with. (Before 2026-12-07 loading used key 0:
+    every flow of dim_z ≥ 3 trained with another seed was evaluated with the wrong permutations.)
+    """
+    return flow_from_settings(flow_settings, dim_z, key=jr.key(seed))
+
+
 def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: str | Path, *,
               seed: int, max_updates: int | None = None, progress: bool = True) -> dict | None:
     """Train (or resume) an ECG flow for ``target`` and save the model at every β.
@@ -169,7 +181,7 @@ def train_ecg(target: SyntheticTarget, settings: dict, schedule: str, out_dir: s
     sampler = ConditionalSampler(**settings["conditional_sampler"])
     evaluations_per_update = sampler.energy_evaluations(batch)
 
-    flow = flow_from_settings(settings["flow"], target.dim_z, key=jr.key(seed))
+    flow = initial_flow(settings["flow"], target.dim_z, seed)
     params, static = eqx.partition(flow, eqx.is_inexact_array)
     optimizer = make_optimizer(settings)
     opt_state = optimizer.init(params)
@@ -285,7 +297,7 @@ def load_models(out_dir: str | Path) -> tuple[dict, list]:
     """The models index and the flows, one per saved β, in schedule order."""
     out = Path(out_dir)
     index = json.loads((out / "models.json").read_text())
-    skeleton = flow_from_settings(index["flow"], index["dim_z"])
+    skeleton = initial_flow(index["flow"], index["dim_z"], index["seed"])
     params, static = eqx.partition(skeleton, eqx.is_inexact_array)
     flows = [eqx.combine(eqx.tree_deserialise_leaves(out / m["path"], params), static)
              for m in index["models"]]

@@ -68,10 +68,12 @@ def make_flow(*, dim: int, layers: int, mlp_depth: int, mlp_width: int, knots: i
                  nn_width=mlp_width, nn_depth=mlp_depth, invert=False)
 
 
-def flow_from_settings(settings: dict, dim: int, *, key=None) -> Transformed:
-    """Flow from a ``flow:`` config block (keys of :func:`make_flow`); key defaults to 0.
+def flow_from_settings(settings: dict, dim: int, *, key) -> Transformed:
+    """Flow from a ``flow:`` config block (keys of :func:`make_flow`).
 
-    The key only matters for fresh training; loading a saved model overwrites every leaf.
+    The key draws more than the initial parameters: it also draws the fixed permutations between
+    coupling layers (integer arrays, not trained, for ``dim`` ≥ 3). A model saved as its trained
+    parameters alone is therefore only the trained model again in a flow built with the same key.
     """
-    return make_flow(dim=dim, key=jr.key(0) if key is None else key, **settings)
+    return make_flow(dim=dim, key=key, **settings)
 

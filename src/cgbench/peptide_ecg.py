@@ -12,8 +12,8 @@ synthetic targets:
   - ``cartesian`` (ECG's): the free coordinates of ECG's canonical frame, standardised as
     ``(z_nm − z_ref) / length_scale`` with z_ref the built, minimised structure. A basin that needs
     a coordinate to move by d nm sits d / length_scale base standard deviations out: the methyl
-    carbons of ala2 move up to 0.45 nm between basins, 4.5 units at 0.1 nm — which the cpu-preset
-    flow never reached (α_R) — and about 2 at 0.2 nm, where the same training stalled (README).
+    carbons of ala2 move up to 0.45 nm between basins, 4.5 units at 0.1 nm, and about 2 at 0.2 nm,
+    where the cpu-preset training stalled (README).
   - ``internal``: the Z-matrix of the chain (:mod:`cgbench.internal_coordinates`: 6 bonds, 5 angles,
     4 torsions φ, ψ, ω for ala2), centred on the minimised structure; each bond, angle and narrow
     torsion scaled by its thermal width at β_0 with the others fixed, 1/√(β_0·∂²(U/kT)/∂y²) at the
@@ -289,6 +289,47 @@ def sampler_in_chain_units(settings: dict, kT: float) -> dict:
     out["step_size"] = settings["step_size"] * 1e-3 * float(np.sqrt(kT))
     out["minimisation_step_size"] = settings["minimisation_step_size"] * 1e-6 * kT
     return out
+
+
+def training_score(target: PeptideTarget, z, mean_force, beta: float = 1.0):
+    """∇_u log p_β(u) as ECG trains on it: β·F̄(u) + ∇ log V(u), ``(N, dim_z)`` per unit of u.
+
+    ``mean_force`` ``(N, dim_z)``: F̄ in kT per unit of u at β = 1 (:func:`cgbench.conditional.mean_force`
+    of ``target.energy``); ``z`` ``(N, dim_z)`` the features it was estimated at.
+    """
+    return beta * mean_force + jax.vmap(jax.grad(target.log_volume))(z)
+
+
+def stein_identity_terms(target: PeptideTarget, z, score) -> np.ndarray:
+    """Per-state terms of Stein's identity E_p[s·f + f'] = 0, one column per test function.
+
+    If ``score`` is ∇ log p of the density the states ``z`` ``(N, dim_z)`` were drawn from, every
+    column of the result ``(N, n_tests)`` has mean zero; a mean many standard errors away from
+    zero is a biased score (wrong mean force, temperature, volume factor, or short chains).
+
+    Test functions: f = u − ū on a :data:`LINEAR` or :data:`ARC` feature (E[s(u − ū)] = −1); on a
+    :data:`CIRCLE` feature f = g(y)/(dy/du) with g = sin y and cos y of the torsion y (rad). That
+    is the identity in y, E[s_y g + g'] = 0 with s_y = (s_u − d log(dy/du)/du)/(dy/du); its boundary
+    terms cancel because g is periodic, where f = u would weigh the seam's neighbourhood heavily.
+    """
+    z = jnp.asarray(z)
+    score = np.asarray(score, np.float64)
+    kind = np.asarray(target.coordinates.kind)
+    y = jax.vmap(lambda u: target.coordinates.from_features(u)[0])(z)
+    # d u_k/d y_k (the map is elementwise) and its log-derivative in u, through the forward map
+    du_dy = np.asarray(jax.vmap(lambda v: jnp.diag(jax.jacfwd(lambda w: target.coordinates.to_features(w)[0])(v)))(y),
+                       np.float64)
+    dlog_dy_du = np.asarray(jax.vmap(jax.grad(lambda u: -jnp.sum(jnp.log(jnp.abs(jnp.diag(
+        jax.jacfwd(lambda w: target.coordinates.from_features(w)[0])(u)))))))(z), np.float64)
+    u, y = np.asarray(z, np.float64), np.asarray(y, np.float64)
+    columns = []
+    for k in range(u.shape[1]):
+        if kind[k] == CIRCLE:
+            score_y = (score[:, k] + dlog_dy_du[:, k]) * du_dy[:, k]
+            columns += [score_y * np.sin(y[:, k]) + np.cos(y[:, k]), score_y * np.cos(y[:, k]) - np.sin(y[:, k])]
+        else:
+            columns.append(score[:, k] * (u[:, k] - u[:, k].mean()) + 1.0)
+    return np.stack(columns, axis=1)
 
 
 @eqx.filter_jit
