@@ -11,6 +11,7 @@ import pytest
 
 from cgbench import peptide_ecg as pe
 from cgbench.conditional import ConditionalSampler
+from cgbench.ecg import training_score
 
 
 @pytest.fixture(scope="module")
@@ -204,21 +205,22 @@ def _stein_z_scores(target, u, score, blocks=20):
 
 
 def test_training_score_obeys_steins_identity(internal_target, reference_states_and_mean_force):
-    """The score ECG trains on, β·F̄ + ∇ log V over the internal features, is ∇ log p of the all-atom
-    marginal: on equilibrium states of the full peptide, E[s·f + f'] = 0 for each of the 17 test functions
-    (:func:`cgbench.peptide_ecg.stein_identity_terms`). This checks the mean force, the template's
-    Jacobian of 1, the volume factor and the units together against an independent sampler (NUTS of
-    every atom). The same score at a temperature 25 % off (β = 0.8) must fail: the test has the power to.
+    """The score ECG trains on (:func:`cgbench.ecg.training_score`: β·F̄ + ∇ log V over the internal
+    features) is ∇ log p of the all-atom marginal: on equilibrium states of the full peptide,
+    E[s·f + f'] = 0 for each of the 17 test functions (:func:`cgbench.peptide_ecg.stein_identity_terms`).
+    This checks the mean force, the template's Jacobian of 1, the volume factor and the units together
+    against an independent sampler (NUTS of every atom). The same score at a temperature 25 % off
+    (β = 0.8) must fail: the test has the power to.
 
     Measured (2026-12-07, AMD EPYC): max |z| 2.6 and mean z² 2.0 at β = 1; max |z| 7.6, mean z² 19.7 at 0.8.
     The cpu preset's chains (5 burn-in, 6 kept, thin 1) instead leave the two ω torsions ~0.46 below zero
     (~8 standard errors; README, issue 7).
     """
     u, force = reference_states_and_mean_force
-    z_scores = _stein_z_scores(internal_target, u, pe.training_score(internal_target, u, force))
+    z_scores = _stein_z_scores(internal_target, u, training_score(internal_target, u, force, beta=1.0))
     assert z_scores.shape == (17,)  # 13 linear or arc features, 2 circular torsions (phi, psi) x (sin, cos)
     assert np.abs(z_scores).max() < 4.0 and np.mean(z_scores**2) < 3.5, z_scores
-    too_cold = _stein_z_scores(internal_target, u, pe.training_score(internal_target, u, force, beta=0.8))
+    too_cold = _stein_z_scores(internal_target, u, training_score(internal_target, u, force, beta=0.8))
     assert np.abs(too_cold).max() > 5.0 and np.mean(too_cold**2) > 8.0, too_cold
 
 

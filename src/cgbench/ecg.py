@@ -96,6 +96,21 @@ def make_optimizer(settings: dict) -> optax.GradientTransformation:
                           skip_factor=guard["skip_factor"], clip_factor=guard["clip_factor"])
 
 
+def training_score(target, z, mean_force, beta):
+    """∇_z log p_β(z) as ECG trains on it: β·F̄(z), plus ∇ log V(z) where the target has one.
+
+    ``mean_force`` ``(N, dim_z)``: F̄ in kT per unit of z (:func:`cgbench.conditional.mean_force`
+    of ``target.energy``, estimated at ``z`` ``(N, dim_z)`` and β); ``log_volume(z)`` is an
+    untempered term of log p_β(z) such as a volume factor (:class:`cgbench.peptide_ecg.PeptideTarget`).
+    Returns ``(N, dim_z)``.
+    """
+    score = beta * mean_force
+    log_volume = getattr(target, "log_volume", None)
+    if log_volume is not None:
+        score = score + jax.vmap(jax.grad(log_volume))(z)
+    return score
+
+
 def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
     """Jitted ECG update: (params, opt_state, key, beta) → (params, opt_state, diagnostics).
 
@@ -105,7 +120,6 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
     """
     sampler = ConditionalSampler(**settings["conditional_sampler"])
     batch = settings["batch_size"]
-    log_volume = getattr(target, "log_volume", None)
 
     @jax.jit
     def update(params, opt_state, key, beta):
@@ -117,10 +131,7 @@ def make_update(target: SyntheticTarget, settings: dict, static, optimizer):
         (z, log_q), vjp = jax.vjp(forward, params)
         mf = mean_force(target.energy, z, beta, target.dim_x, sampler, key=chain_key,
                         inverse_mass=getattr(target, "inverse_mass", None))
-        # d(−log p_β)/dz: −β F̄, and −∇ log V where the target has an untempered volume factor.
-        cotangent = -beta * mf.mean_force
-        if log_volume is not None:
-            cotangent = cotangent - jax.vmap(jax.grad(log_volume))(z)
+        cotangent = -training_score(target, z, mf.mean_force, beta)   # d(−log p_β)/dz
         (grads,) = vjp((cotangent / batch, jnp.full_like(log_q, 1.0 / batch)))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = eqx.apply_updates(params, updates)

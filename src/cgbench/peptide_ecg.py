@@ -291,15 +291,6 @@ def sampler_in_chain_units(settings: dict, kT: float) -> dict:
     return out
 
 
-def training_score(target: PeptideTarget, z, mean_force, beta: float = 1.0):
-    """∇_u log p_β(u) as ECG trains on it: β·F̄(u) + ∇ log V(u), ``(N, dim_z)`` per unit of u.
-
-    ``mean_force`` ``(N, dim_z)``: F̄ in kT per unit of u at β = 1 (:func:`cgbench.conditional.mean_force`
-    of ``target.energy``); ``z`` ``(N, dim_z)`` the features it was estimated at.
-    """
-    return beta * mean_force + jax.vmap(jax.grad(target.log_volume))(z)
-
-
 def stein_identity_terms(target: PeptideTarget, z, score) -> np.ndarray:
     """Per-state terms of Stein's identity E_p[s·f + f'] = 0, one column per test function.
 
