@@ -18,7 +18,8 @@ from cgbench.cg_md import bead_masses, dihedral_js, run_cg_md
 from cgbench.peptides import Peptide, build_peptide
 from cgbench.pmf import RBFPotential, load_pmf, save_pmf
 from cgbench.pmf_evaluation import validate_muller_brown_pmf, write_pmf_table
-from cgbench.pmf_training import data_run, select_training_frames, train_muller_brown_pmf, train_peptide_pmf
+from cgbench.pmf_training import (data_run, peptide_training_settings, select_training_frames, train_muller_brown_pmf,
+                                  train_peptide_pmf)
 from cgbench.resolutions import cg_mapping, map_positions, phi_psi
 
 KT = 2.494
@@ -51,6 +52,18 @@ def test_select_training_frames(max_time_ps, max_frames, expected):
     assert out["weights"].sum() == pytest.approx(1.0)
     assert np.all(np.diff(out["positions"][:, 0, 0]) > 0)          # time order kept, replicas contiguous
     assert set(out["replica"]) == {0, 1}
+
+
+@pytest.mark.parametrize(("by_resolution", "resolution", "epochs"), [
+    ({}, "core_beta", 100),
+    ({"core_beta": 30}, "core_beta", 30),
+    ({"core_beta": 30}, "heavy_atom", 100),
+])
+def test_peptide_training_epochs_per_resolution(by_resolution, resolution, epochs):
+    spec = {"training": {**TINY_TRAINING, "epochs": 100}, "epochs_by_resolution": by_resolution}
+    settings = peptide_training_settings(spec, resolution)
+    assert settings.epochs == epochs
+    assert settings.batch_size == TINY_TRAINING["batch_size"]
 
 
 def test_select_training_frames_rejects_an_empty_cut():

@@ -90,6 +90,18 @@ def training_settings(spec: dict) -> TrainingSettings:
     return TrainingSettings(**spec)
 
 
+def peptide_training_settings(spec: dict, resolution: str) -> TrainingSettings:
+    """Force-matching settings of a peptide PMF at ``resolution``.
+
+    Args:
+        spec: Config block ``pmf``: ``training``, and ``epochs_by_resolution`` (resolution → epochs,
+            replacing ``training.epochs``; optional).
+        resolution: ``core_beta``, ``heavy_atom`` or ``all_atom``.
+    """
+    epochs = spec.get("epochs_by_resolution", {}).get(resolution, spec["training"]["epochs"])
+    return training_settings({**spec["training"], "epochs": epochs})
+
+
 def _write_outputs(out: Path, model, result: dict, floor: dict, hyperparameters: dict) -> dict:
     from cgbench.pmf import save_pmf
 
@@ -122,7 +134,8 @@ def train_peptide_pmf(dataset: dict, mapping, *, spec: dict, kT: float, seed: in
     Args:
         dataset: CG dataset of one MD run at ``mapping``'s resolution.
         mapping: :class:`cgbench.resolutions.CGMapping` of the dataset's beads.
-        spec: Config block ``pmf`` (``training_frames``, ``prior``, ``network``, ``training``, ``floor``).
+        spec: Config block ``pmf`` (``training_frames``, ``prior``, ``network``, ``training``,
+            ``epochs_by_resolution``, ``floor``).
         kT: kJ/mol.
         seed: Of the network's initialisation and the minibatch order.
         out: Folder of the outputs.
@@ -148,7 +161,7 @@ def train_peptide_pmf(dataset: dict, mapping, *, spec: dict, kT: float, seed: in
     log.info("PMF %s: %d frames (%d replicas), %d beads; prior %d bonds %d angles %d dihedrals %d repulsive pairs",
              mapping.resolution, len(positions), len(np.unique(data["replica"])), mapping.n_beads,
              len(graph.bonds), len(graph.angles), len(graph.dihedrals), len(graph.nonbonded))
-    settings = training_settings(spec["training"])
+    settings = peptide_training_settings(spec, mapping.resolution)
     result = train_force_matching(model, positions, forces, data["replica"], settings=settings, kT=kT,
                                   key=train_key, workdir=out, progress=progress,
                                   fingerprint={"spec": spec, "seed": seed, "frames": len(positions),
