@@ -1,14 +1,15 @@
-# Coarse-grained Boltzmann generators (CG-BG): for every PMF, flow proposals of each representation
-# trained on the PMF's frames, reweighted with every PMF of the same peptide and resolution, scored
-# against the reference MD; Müller-Brown's x against its exact PMF. Gathered into
-# results/tables/accuracy.csv|md and timing.csv|md (with CG-BG's published numbers) and figures.
+# Coarse-grained Boltzmann generators (CG-BG): for every data source (biased: the metadynamics run;
+# unbiased: all of the unbiased run, as in CG-BG's code), flow proposals of each representation trained
+# on its frames, reweighted with every PMF of the same peptide and resolution (CG-BG's method: PMF_B;
+# the other PMF on the same proposals: the simulation-free benchmark), scored against the reference MD;
+# Müller-Brown's x against its exact PMF. Gathered into results/tables/accuracy.csv|md and
+# timing.csv|md (with CG-BG's published numbers) and figures.
 
 
 rule cgbg_peptide:
     input:
         unpack(lambda w: {f"pmf_{d}": path for d, path in cgbg_pmf_models(w).items()}),
         dataset=pmf_dataset,
-        cut_to=pmf_cut_dataset,
         reference=pmf_reference_dataset,
         structure=PEPTIDE_STRUCTURE,
     output:
@@ -20,7 +21,6 @@ rule cgbg_peptide:
     params:
         settings=lambda w: cgbg_settings(w.peptide, w.data),
         pmfs=lambda w: " ".join(f"{d}={path}" for d, path in cgbg_pmf_models(w).items()),
-        cut=lambda w: f"--cut-to {pmf_cut_dataset(w)}" if pmf_cut_dataset(w) else "",
         folder=PEPTIDE_CGBG,
     threads: 1
     resources:
@@ -28,7 +28,7 @@ rule cgbg_peptide:
         gpu=GPU,
     shell:
         "{CGBENCH} cgbg --system {wildcards.peptide} --resolution {wildcards.resolution} --data {wildcards.data}"
-        " --dataset {input.dataset} {params.cut} --pmfs {params.pmfs} --reference {input.reference}"
+        " --dataset {input.dataset} --pmfs {params.pmfs} --reference {input.reference}"
         " --structure {input.structure} --out {params.folder} --no-progress 2> {log}"
 
 

@@ -189,7 +189,8 @@ def pmf_combinations(peptide):
 
 
 def pmf_dataset(wildcards):
-    """Training data of a PMF (and the start frames of its CG MD)."""
+    """CG dataset of a data source's MD run: its PMF's training data (PMF_U cut by pmf_cut_dataset),
+    the start frames of its CG MD and the frames of its CG-BG flows (uncut)."""
     return CG_DATASET.format(peptide=wildcards.peptide, resolution=wildcards.resolution,
                              run=data_run(wildcards.data, PMF_ENVIRONMENT))
 

@@ -12,7 +12,8 @@ import pytest
 
 from cgbench import cgbg
 from cgbench import muller_brown as mb
-from cgbench.cgbg_stage import METRICS, load_flow, run_muller_brown_cgbg, run_peptide_cgbg, train_flow_on_features
+from cgbench.cgbg_stage import (METRICS, load_flow, method_pmf, run_muller_brown_cgbg, run_peptide_cgbg,
+                                 train_flow_on_features)
 from cgbench.cgbg_tables import (ACCURACY_COLUMNS, TIMING_COLUMNS, accuracy_table, baseline_rows, cost_figure,
                                  peptide_figure, timing_table)
 from cgbench.peptides import Peptide, build_peptide
@@ -49,7 +50,10 @@ def ala2_data():
 def peptide_run(tmp_path_factory, ala2_data):
     mapping, data, pmf = ala2_data
     out = tmp_path_factory.mktemp("cgbg") / "ala2" / "cgbg" / "core_beta" / "biased"
-    scores = run_peptide_cgbg(data, mapping, data="biased", pmfs={"biased": pmf, "unbiased": pmf}, reference=data,
+    # A second PMF that differs (bond, angle and torsion terms halved), so rows can tell them apart.
+    stiffness = lambda m: (m.prior.bond_k, m.prior.angle_k, m.prior.dihedral_cos, m.prior.dihedral_sin)  # noqa: E731
+    softer = eqx.tree_at(stiffness, pmf, tuple(a / 2 for a in stiffness(pmf)))
+    scores = run_peptide_cgbg(data, mapping, data="biased", pmfs={"biased": pmf, "unbiased": softer}, reference=data,
                               spec=TINY, training_frames=1000, kT=KT, seed=0, out=out, system="ala2", progress=False)
     return out, scores
 
@@ -76,10 +80,19 @@ def test_peptide_job_writes_every_row_and_artefact(peptide_run, ala2_data):
     assert set(timing) == set(TINY["representations"]) and all(t["inference_s"] > 0 for t in timing.values())
 
 
-def test_peptide_job_refuses_a_missing_own_pmf(tmp_path, ala2_data):
-    mapping, data, pmf = ala2_data
-    with pytest.raises(ValueError, match="no PMF of the unbiased data"):
-        run_peptide_cgbg(data, mapping, data="unbiased", pmfs={"biased": pmf}, reference=data, spec=TINY,
+@pytest.mark.parametrize("available, expected", [
+    ({"biased", "unbiased"}, "biased"),      # CG-BG: PMF_B reweights the proposals of either data source
+    ({"biased"}, "biased"),
+    ({"unbiased"}, "unbiased"),              # no enhanced-sampling data configured
+])
+def test_method_pmf(available, expected):
+    assert method_pmf(available) == expected
+
+
+def test_peptide_job_refuses_no_pmf(tmp_path, ala2_data):
+    mapping, data, _ = ala2_data
+    with pytest.raises(ValueError, match="needs a biased or unbiased PMF"):
+        run_peptide_cgbg(data, mapping, data="unbiased", pmfs={}, reference=data, spec=TINY,
                          training_frames=1000, kT=KT, seed=0, out=tmp_path, progress=False)
 
 
@@ -150,10 +163,13 @@ def test_baseline_rows_score_md_against_explicit():
     assert np.isnan(rows["obc2"]["ess"]) and rows["obc2"]["reference"] == "explicit_unbiased"
 
 
+TABLE_CONFIG = {"peptides": {"ala2": {"sequence": "A"}}, "pmf": {"environment": "obc2", "data": ["biased", "unbiased"]},
+                "seed": 0, "preset": "smoke", "cgbg": {"bootstrap": 5}}
+
+
 def test_tables_carry_published_numbers_and_efficiency(peptide_run, tmp_path):
     out, scores = peptide_run
-    config = {"peptides": {"ala2": {"sequence": "A"}}, "pmf": {"environment": "obc2"}, "seed": 0, "preset": "smoke",
-              "cgbg": {"bootstrap": 5}}
+    config = TABLE_CONFIG
     baseline = [{"system": "ala2", "resolution": "", "data": "unbiased", "method": "obc2", "pmf": "", "pair": 0,
                  "js": 0.02, "js_unc": 0.001, "pmf_error": 0.4, "pmf_error_unc": 0.01, "ess": np.nan, "ess_unc": np.nan,
                  "samples": 10, "reference": "explicit_unbiased"}]
@@ -178,6 +194,36 @@ def test_tables_carry_published_numbers_and_efficiency(peptide_run, tmp_path):
     accuracy.to_csv(tmp_path / "accuracy.csv", index=False)
     timing.to_csv(tmp_path / "timing.csv", index=False)
     assert cost_figure(tmp_path / "accuracy.csv", tmp_path / "timing.csv", tmp_path / "cost.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("data, published_js, published_ess", [
+    ("biased", 0.0057, 0.4818),     # CG-BG's "Core Beta (Biased)": flow on metadynamics, PMF_B
+    ("unbiased", 0.0052, 0.5528),   # "Core Beta": flow on unbiased MD, also PMF_B (their ala2_cb_ub config)
+])
+def test_published_numbers_stand_beside_the_pmf_b_rows(peptide_run, tmp_path, data, published_js, published_ess):
+    """Whatever data the flow learnt from, CG-BG's method reweights with PMF_B: the published numbers
+    and the timing table's ESS and PMF training time belong to PMF_B, never to PMF_U (the
+    simulation-free benchmark)."""
+    out, scores = peptide_run
+    folder = tmp_path / "ala2" / "cgbg" / "core_beta" / data
+    folder.mkdir(parents=True)
+    relabelled = {part: [{**row, "data": data} for row in scores[part]] for part in ("rows", "timing")}
+    (folder / "scores.json").write_text(json.dumps(relabelled))
+    accuracy = accuracy_table([folder], baselines=[], config=TABLE_CONFIG)
+    reweighted = accuracy[accuracy["method"] == "cgbg-internal"].set_index("pmf")
+    assert reweighted.loc["biased", "published_js"] == published_js
+    assert reweighted.loc["biased", "published_ess"] == published_ess
+    assert np.isnan(reweighted.loc["unbiased", "published_js"])
+    pmf_folders = []
+    for pmf, seconds in (("biased", 12.5), ("unbiased", 99.0)):
+        pmf_folders.append(tmp_path / "ala2" / "pmf" / "core_beta" / pmf)
+        pmf_folders[-1].mkdir(parents=True)
+        (pmf_folders[-1] / "training.json").write_text(json.dumps({"kind": "peptide", "training_s": seconds}))
+    timing = timing_table([folder], accuracy, pmf_folders=pmf_folders, md={}, config=TABLE_CONFIG)
+    timing = timing.set_index("representation")
+    assert timing.loc["internal", "ess"] == reweighted.loc["biased", "ess"]
+    assert timing.loc["internal", "pmf_training_s"] == 12.5
+    assert reweighted.loc["biased", "ess"] != reweighted.loc["unbiased", "ess"]   # the check can tell them apart
 
 
 def test_peptide_figure(peptide_run, ala2_data, tmp_path):

@@ -1,20 +1,21 @@
 """One CG-BG job: train the flow proposals of a data source, sample, reweight with the PMFs, score.
 
-For a peptide at a resolution and a data source (``biased``: metadynamics, ``unbiased``: MD of
-the same length per replica — the frames PMF_B / PMF_U were trained on,
-:func:`cgbench.pmf_training.select_training_frames`), :func:`run_peptide_cgbg`
+For a peptide at a resolution and a data source — the MD the flow learns from (``biased``: the
+metadynamics run, ``unbiased``: all of the unbiased run, which is also the reference, as in CG-BG's
+code), strided by :func:`cgbench.pmf_training.select_training_frames` — :func:`run_peptide_cgbg`
 
 1. trains a :class:`cgbench.cgbg.CGFlow` per representation (``cgbg.representations``) by maximum
    likelihood on the frames, unweighted (a proposal only has to cover the target; the biased
    data's wider coverage is the point), with :func:`cgbench.training.train_minibatches`
    (time-block validation split, early stopping, NaN skipping, checkpoint and bit-identical resume);
 2. draws ``cgbg.samples`` proposals with their exact log q and evaluates every available PMF
-   (PMF_B and PMF_U) on them: log w = −U/kT − log q — the same proposal set under both PMFs is
+   (PMF_B and PMF_U) on them: log w = −U/kT − log q. CG-BG's method reweights with
+   :func:`method_pmf` (PMF_B) whatever data the flow learnt from; the same proposals under PMF_U are
    CG-BG's simulation-free benchmark of PMFs;
 3. scores, against the reference MD of the environment, the proposals unweighted
    (``flow-unweighted-<representation>``) and reweighted (``cgbg-<representation>``) with CG-BG's
    metrics (:mod:`cgbench.reweighting`);
-4. times inference: 10⁴ proposals with log q and PMF energy, compiled, best of 3.
+4. times inference: 10⁴ proposals with log q and the method PMF's energy, compiled, best of 3.
 
 Outputs in the job's folder: ``<representation>/flow.eqx`` + ``flow.json``, ``history.csv``,
 ``training.json``; ``proposals_<representation>.npz`` (φ, ψ ``(N, pairs)``, log q, log w under
@@ -45,6 +46,24 @@ from cgbench.training import TrainingSettings, train_minibatches
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+
+
+def method_pmf(available) -> str:
+    """The PMF that CG-BG's method reweights its proposals with: ``biased`` (PMF_B) where there is one.
+
+    CG-BG learn the PMF from rapidly converged (enhanced-sampling) data and label their table rows by
+    the data the *flow* was trained on: every experiment of their code (``configs/experiment/*_b.yaml``
+    and ``*_ub.yaml``, ala2, ala3, ala6 and Müller-Brown) loads PMF_B's parameters; PMF_U appears only
+    in the simulation-free benchmark. With only unbiased data configured, PMF_U is the method's PMF.
+
+    Args:
+        available: Names of the PMFs there are (``biased``, ``unbiased``).
+    """
+    available = set(available)
+    for data in ("biased", "unbiased"):
+        if data in available:
+            return data
+    raise ValueError(f"CG-BG needs a biased or unbiased PMF, got {sorted(available)}")
 
 
 def _nll(flow, u, w):
@@ -225,14 +244,14 @@ def _metrics(row: dict, prefix: str = "", all_weights: dict | None = None) -> di
 
 
 def run_peptide_cgbg(dataset: dict, mapping, *, data: str, pmfs: dict, reference: dict, spec: dict,
-                     training_frames: int, kT: float, seed: int, out: str | Path, max_time_ps: float | None = None,
-                     system: str = "", progress: bool = True) -> dict:
+                     training_frames: int, kT: float, seed: int, out: str | Path, system: str = "",
+                     progress: bool = True) -> dict:
     """The CG-BG job of one peptide, resolution and data source (module docstring).
 
     Args:
-        dataset: CG dataset of the data source's MD run (cut with ``max_time_ps`` for ``unbiased``).
+        dataset: CG dataset of the MD run the flow learns from (the data source's).
         mapping: :class:`cgbench.resolutions.CGMapping` of its beads.
-        data: ``biased`` or ``unbiased`` — which PMF is the method's own.
+        data: ``biased`` or ``unbiased``: the data source, a label of the rows.
         pmfs: ``{data: model}`` of every PMF of this peptide and resolution (kJ/mol;
             :func:`cgbench.pmf.load_pmf`).
         reference: Dataset of the reference MD (φ, ψ, weights).
@@ -250,10 +269,8 @@ def run_peptide_cgbg(dataset: dict, mapping, *, data: str, pmfs: dict, reference
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = select_training_frames(dataset, max_time_ps=max_time_ps, max_frames=training_frames)
-    if data not in pmfs:
-        raise ValueError(f"CG-BG {system} {mapping.resolution} {data}: no PMF of the {data} data among "
-                         f"{sorted(pmfs)}")
+    frames = select_training_frames(dataset, max_frames=training_frames)
+    method = method_pmf(pmfs)
     chirality = cgbg.chirality_signs(frames["positions"], mapping)
     keys = jr.split(jr.key(seed), len(spec["representations"]))
     rows, timing = [], []
@@ -264,7 +281,7 @@ def run_peptide_cgbg(dataset: dict, mapping, *, data: str, pmfs: dict, reference
                                              out=out / representation, progress=progress)
         proposals = propose(flow, pmfs, mapping, n=spec["samples"], kT=kT, key=sample_key, chirality=chirality)
         atomic_savez(out / f"proposals_{representation}.npz", **proposals)
-        seconds = cgbg.inference_seconds(flow, pmfs[data], n=spec["inference_samples"], key=time_key)
+        seconds = cgbg.inference_seconds(flow, pmfs[method], n=spec["inference_samples"], key=time_key)
         d_fraction = float(np.mean(proposals["d_form"]))
         log.info("%s: validation NLL %.3f, %.3g s per %d proposals with log q and PMF energy, D-form %.2g",
                  representation, summary["validation_nll"], seconds, spec["inference_samples"], d_fraction)
@@ -282,7 +299,7 @@ def run_peptide_cgbg(dataset: dict, mapping, *, data: str, pmfs: dict, reference
             for row in scored:
                 rows.append({**base, "method": f"cgbg-{representation}", "pmf": pmf,
                              **_metrics(row, all_weights=kept[int(row["pair"])]), **extra})
-                if pmf == data:
+                if pmf == method:
                     rows.append({**base, "method": f"flow-unweighted-{representation}", "pmf": "",
                                  **_metrics(row, prefix="proposal_"), **extra})
     scores = {"rows": rows, "timing": timing}
@@ -357,8 +374,7 @@ def run_muller_brown_cgbg(dataset: dict, *, data: str, pmfs: dict, training_fram
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if data not in pmfs:
-        raise ValueError(f"CG-BG muller_brown {data}: no PMF of the {data} data among {sorted(pmfs)}")
+    method = method_pmf(pmfs)
     selected = select_training_frames(dataset, max_frames=training_frames)
     x = np.asarray(selected["positions"], np.float32).reshape(-1, 1)
     mean, scale = float(x.mean()), float(x.std())
@@ -398,7 +414,7 @@ def run_muller_brown_cgbg(dataset: dict, *, data: str, pmfs: dict, training_fram
                      **_histogram_scores(index, log_w, reference, spec["bins"], bootstrap=spec["bootstrap"],
                                          seed=seed)})
     atomic_savez(out / "proposals.npz", **arrays)
-    seconds = cgbg.inference_seconds(proposal, pmfs[data], n=10_000, key=time_key)
+    seconds = cgbg.inference_seconds(proposal, pmfs[method], n=10_000, key=time_key)
     timing = [{**base, "representation": "x", "flow_training_s": result["wall_s"], "inference_s": seconds,
                "inference_samples": 10_000, "samples": spec["samples"], "epochs": result["epochs"],
                "validation_nll": result["validation_loss"]}]

@@ -4,12 +4,13 @@
   JS divergence, PMF error ((kT)²) and ESS fraction with bootstrap standard deviations
   (:mod:`cgbench.reweighting`; values are direct estimates on all samples, CG-BG's tables print
   bootstrap means), and CG-BG's published values in ``published_*`` columns. Methods:
-  ``cgbg-<representation>`` (proposals reweighted with a PMF; ``pmf`` says which — the row with
-  ``pmf == data`` is CG-BG's method, the other is the simulation-free benchmark of the other PMF
-  on the same proposals), ``flow-unweighted-<representation>`` and the implicit-solvent baselines
+  ``cgbg-<representation>`` (proposals of a flow trained on the ``data`` source, reweighted with a
+  PMF; ``pmf`` says which — the row with ``pmf == biased`` (:func:`cgbench.cgbg_stage.method_pmf`)
+  is CG-BG's method, as in their code, the other is the simulation-free benchmark of PMF_U on the
+  same proposals), ``flow-unweighted-<representation>`` and the implicit-solvent baselines
   ``obc1``/``obc2`` (unbiased MD scored against the explicit-water reference, no ESS).
-- ``timing.csv|md``: per system, resolution, data and representation — flow training and PMF
-  training wall time, inference per 10⁴ proposals (sampling, log q, PMF energy), and the
+- ``timing.csv|md``: per system, resolution, data and representation — flow training and (the
+  method's, PMF_B) PMF training wall time, inference per 10⁴ proposals (sampling, log q, PMF energy), and the
   sampling efficiency that justifies a Boltzmann generator: effective samples per second
   (ESS × N / inference time) against the decorrelated samples per second of the reference MD
   (frames / integrated autocorrelation time of φ, ψ, per second of MD wall time), on the same
@@ -24,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgbench.cgbg_stage import METRICS
+from cgbench.cgbg_stage import METRICS, method_pmf
 
 #: CG-BG's published accuracy (project page; ../shared/reference/parameters.md), keyed by
 #: (sequence, resolution, data, method kind): (JS, PMF error, ESS). Baselines: resolution "".
+#: ``data`` is the flow's training data; every published CG-BG row reweights with PMF_B.
 PUBLISHED_ACCURACY = {
     ("A", "heavy_atom", "unbiased", "cgbg"): (0.0048, 0.2005, 0.5112),
     ("A", "heavy_atom", "biased", "cgbg"): (0.0063, 0.2277, 0.4115),
@@ -65,7 +67,6 @@ def _published(sequence: str | None, resolution: str, data: str, method: str) ->
     kind = method.split("-")[0]
     key = (sequence, "" if kind in ("obc1", "obc2") else resolution, data, kind)
     js, err, ess = PUBLISHED_ACCURACY.get(key, (np.nan, np.nan, np.nan))
-    # Only CG-BG's own pairing of data and PMF is published.
     return {"published_js": js, "published_pmf_error": err, "published_ess": ess}
 
 
@@ -106,6 +107,7 @@ def _with_unc(table: pd.DataFrame, name: str) -> pd.Series:
 def accuracy_table(folders: list[str | Path], *, baselines: list[dict], config: dict) -> pd.DataFrame:
     """Rows of every ``scores.json`` in ``folders`` plus ``baselines``, with the published numbers."""
     sequences = {name: entry["sequence"] for name, entry in config["peptides"].items()}
+    method = method_pmf(config["pmf"]["data"])
     reference_run = f"{config['pmf']['environment']}_unbiased"
     rows = []
     for folder in map(Path, folders):
@@ -118,7 +120,7 @@ def accuracy_table(folders: list[str | Path], *, baselines: list[dict], config: 
         rows.append({**row, "config_hash": None, "preset": config.get("preset"), "seed": config["seed"], "device": ""})
     for row in rows:
         row.update(_published(sequences.get(row["system"]), row["resolution"], row["data"], row["method"])
-                   if row.get("pmf", "") in ("", row["data"]) else
+                   if row.get("pmf", "") in ("", method) else
                    {"published_js": np.nan, "published_pmf_error": np.nan, "published_ess": np.nan})
     return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
 
@@ -134,14 +136,16 @@ def md_efficiency(reference: dict, provenance_paths: list[str | Path]) -> dict:
 
 def timing_table(folders: list[str | Path], accuracy: pd.DataFrame, *, pmf_folders: list[str | Path],
                  md: dict, config: dict) -> pd.DataFrame:
-    """Rows of every ``scores.json``'s timing, with PMF training time, ESS and MD efficiency."""
+    """Rows of every ``scores.json``'s timing, with the training time and ESS of the method's PMF
+    (:func:`cgbench.cgbg_stage.method_pmf`: PMF_B, whatever data the flow learnt from) and MD efficiency."""
     pmf_time = {}
     for folder in map(Path, pmf_folders):
         training = json.loads((folder / "training.json").read_text())
         system = "muller_brown" if training.get("kind") == "rbf" else folder.parts[-4]
         resolution = "x" if system == "muller_brown" else folder.parts[-2]
         pmf_time[(system, resolution, folder.parts[-1])] = training["training_s"]
-    own = accuracy[(accuracy["pmf"] == accuracy["data"]) & (accuracy["pair"] == 0)]
+    method_pmf_name = method_pmf(config["pmf"]["data"])
+    own = accuracy[(accuracy["pmf"] == method_pmf_name) & (accuracy["pair"] == 0)]
     rows = []
     for folder in map(Path, folders):
         scores = json.loads((folder / "scores.json").read_text())
@@ -158,7 +162,7 @@ def timing_table(folders: list[str | Path], accuracy: pd.DataFrame, *, pmf_folde
                 else (np.nan, np.nan)
             rows.append({"system": t["system"], "resolution": t["resolution"], "data": t["data"],
                          "representation": t["representation"], "flow_training_s": t["flow_training_s"],
-                         "pmf_training_s": pmf_time.get((t["system"], t["resolution"], t["data"]), np.nan),
+                         "pmf_training_s": pmf_time.get((t["system"], t["resolution"], method_pmf_name), np.nan),
                          "inference_s_per_1e4": per_1e4, "samples": t["samples"], "ess": ess,
                          "effective_samples_per_s": effective, "md_decorrelated_per_s": md_rate,
                          "efficiency_ratio": effective / md_rate if md_rate and np.isfinite(md_rate) else np.nan,
@@ -221,8 +225,10 @@ def _accuracy_markdown(table: pd.DataFrame, config: dict) -> str:
              "(`published_*`) are bootstrap means over 500 and used explicit water at 10⁶ proposals. "
              "JS in nats, PMF error in kT², ESS a fraction of N (log-weights above the 99th percentile "
              "dropped, for the ESS and, as in CG-BG's code, for the histograms; `*_all_weights`: every "
-             "weight kept). `pmf`: the PMF the proposals were reweighted with — the other data's PMF on the "
-             "same proposals is the simulation-free PMF benchmark.", ""]
+             f"weight kept). `data`: the MD the flow learnt from; `pmf`: the PMF its proposals were reweighted "
+             f"with — CG-BG's method is `pmf = {method_pmf(config['pmf']['data'])}` whatever the data (as in "
+             "their code, and the published numbers stand beside those rows); the other PMF on the same "
+             "proposals is the simulation-free PMF benchmark.", ""]
     columns = ["system", "resolution", "data", "method", "pmf", "pair", "js", "published_js", "pmf_error",
                "published_pmf_error", "ess", "published_ess", "js_all_weights", "pmf_error_all_weights",
                "d_form_fraction", "samples"]
@@ -258,9 +264,10 @@ def peptide_figure(peptide: str, folders: list[str | Path], reference: dict, pat
     """Ramachandran panels and free-energy profiles of a peptide's CG-BG proposals (pair ``pair``).
 
     Top: one row per (resolution, data): reference MD, then per representation the proposal and
-    the proposals reweighted with the data's own PMF. Bottom: per resolution, φ and ψ free
-    energies (kJ/mol) — the reference, each representation reweighted with its own PMF, and the
-    biased data's proposals reweighted with PMF_B and with PMF_U (the simulation-free benchmark).
+    the proposals reweighted with the method's PMF (:func:`cgbench.cgbg_stage.method_pmf`, PMF_B).
+    Bottom: per resolution, φ and ψ free energies (kJ/mol) — the reference, each data source and
+    representation reweighted with the method's PMF, and the biased data's proposals reweighted
+    with PMF_U (CG-BG's simulation-free benchmark: the same proposals under the other PMF).
     """
     import matplotlib
 
@@ -277,6 +284,11 @@ def peptide_figure(peptide: str, folders: list[str | Path], reference: dict, pat
     representations = sorted({p.stem.removeprefix("proposals_") for f in folders for p in f.glob("proposals_*.npz")})
     resolutions = [r for r in ("core_beta", "heavy_atom", "all_atom") if any(k[0] == r for k in runs)]
     kT = float(reference["kT"])
+    with np.load(next(folders[0].glob("proposals_*.npz"))) as first:
+        pmfs = [name.removeprefix("log_w_") for name in first.files if name.startswith("log_w_")]
+    method = method_pmf(pmfs)
+    other = [p for p in pmfs if p != method]
+    pmf_name = {"biased": "PMF_B", "unbiased": "PMF_U"}
     sns.set_theme(style="ticks", context="paper")
     n_cols = 1 + 2 * len(representations)
     n_rows = len(runs) + len(resolutions)
@@ -291,8 +303,8 @@ def peptide_figure(peptide: str, folders: list[str | Path], reference: dict, pat
             proposals = np.load(folder / f"proposals_{rep}.npz")
             phi, psi = proposals["phi"][:, pair], proposals["psi"][:, pair]
             for j, (label, weights) in enumerate((("proposal", None),
-                                                  (f"reweighted, PMF_{data[0].upper()}",
-                                                   normalised_weights(proposals[f"log_w_{data}"])))):
+                                                  (f"reweighted, {pmf_name[method]}",
+                                                   normalised_weights(proposals[f"log_w_{method}"])))):
                 ax = fig.add_subplot(grid[row, 1 + 2 * k + j])
                 ramachandran_panel(ax, phi, psi, weights)
                 ax.set_title(f"{rep}: {label}", fontsize=8)
@@ -308,16 +320,16 @@ def peptide_figure(peptide: str, folders: list[str | Path], reference: dict, pat
                     continue
                 for rep in representations:
                     proposals = np.load(folder / f"proposals_{rep}.npz")
-                    weights = normalised_weights(proposals[f"log_w_{data}"])
+                    weights = normalised_weights(proposals[f"log_w_{method}"])
                     x, f = free_energy_profile(proposals[angle][:, pair], weights, kT=kT)
                     ax.plot(x, f, style, color=colours.get(rep), lw=1.2,
-                            label=f"{rep}, {data} flow + PMF_{data[0].upper()}")
+                            label=f"{rep}, {data} flow + {pmf_name[method]}")
                 proposals = np.load(folder / f"proposals_{representations[-1]}.npz")
-                if data == "biased" and "log_w_unbiased" in proposals:
-                    weights = normalised_weights(proposals["log_w_unbiased"])
+                if data == "biased" and other:
+                    weights = normalised_weights(proposals[f"log_w_{other[0]}"])
                     x, f = free_energy_profile(proposals[angle][:, pair], weights, kT=kT)
                     ax.plot(x, f, ":", color="tab:red", lw=1.5,
-                            label=f"{representations[-1]}, biased flow + PMF_U (simulation-free)")
+                            label=f"{representations[-1]}, biased flow + {pmf_name[other[0]]} (simulation-free)")
             ax.set(xlim=(-np.pi, np.pi), ylim=(0, 12 * kT), xlabel=f"{'φ' if angle == 'phi' else 'ψ'} (rad)",
                    ylabel="F (kJ/mol)", title=resolution)
             if i == 0 and j == 0:
@@ -333,6 +345,7 @@ def cost_figure(accuracy_csv: str | Path, timing_csv: str | Path, path: str | Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as mticker
     import seaborn as sns
 
     from cgbench.pmf_evaluation import save_figure
@@ -340,13 +353,15 @@ def cost_figure(accuracy_csv: str | Path, timing_csv: str | Path, path: str | Pa
     accuracy = pd.read_csv(accuracy_csv)
     timing = pd.read_csv(timing_csv)
     timing = timing[timing["system"] != "muller_brown"].copy()
-    own = accuracy[(accuracy["pmf"] == accuracy["data"]) & (accuracy["pair"] == 0)
+    pmfs = accuracy["pmf"].dropna().unique()
+    method = method_pmf(pmfs) if len(pmfs) else None
+    own = accuracy[(accuracy["pmf"] == method) & (accuracy["pair"] == 0)
                    & accuracy["method"].str.startswith("cgbg-")].copy()
     own["representation"] = own["method"].str.removeprefix("cgbg-")
     merged = timing.merge(own[["system", "resolution", "data", "representation", "js", "js_unc"]],
                           on=["system", "resolution", "data", "representation"], how="inner")
     sns.set_theme(style="ticks", context="paper")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.5))
     if len(merged):
         for ax, x, label in ((axes[0], "inference_s_per_1e4", "inference per 10⁴ proposals (s)"),
                              (axes[1], "effective_samples_per_s", "effective samples per s")):
@@ -357,7 +372,16 @@ def cost_figure(accuracy_csv: str | Path, timing_csv: str | Path, path: str | Pa
         md_rate = timing["md_decorrelated_per_s"].dropna()
         if len(md_rate):
             axes[1].axvline(float(md_rate.iloc[0]), color="black", ls="--", lw=1, label="reference MD")
-            axes[1].legend(fontsize=6)
+        axes[0].get_legend().remove()   # one legend, outside the data
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        for ax in axes:
+            # Plain numbers (1, 2, 0.1), not 2 × 10⁰; an axis spanning under a decade labels its
+            # minor ticks too, or it would show one label or none.
+            low, high = ax.get_xlim()
+            ax.set_xlim(low / 1.3, high * 1.3)
+            plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain if np.log10(high / low) < 1 else mticker.NullFormatter())
     else:
         for ax in axes:
             ax.text(0.5, 0.5, "no CG-BG peptide rows", ha="center", transform=ax.transAxes)

@@ -478,16 +478,13 @@ def cmd_cgbg(args, config):
     else:
         from cgbench.datasets import load_dataset
         from cgbench.peptides import peptide_from_config
-        from cgbench.pmf_training import replica_duration_ps
 
         peptide = peptide_from_config(args.system, config)
         dataset = load_dataset(args.dataset)
-        max_time_ps = replica_duration_ps(load_dataset(args.cut_to)) if args.cut_to else None
         scores = run_peptide_cgbg(dataset, _pmf_mapping(args.structure, args.resolution), data=args.data,
                                   pmfs=pmfs, reference=load_dataset(args.reference), spec=config["cgbg"],
                                   training_frames=config["pmf"]["training_frames"], kT=dataset["kT"], seed=seed,
-                                  out=args.out, max_time_ps=max_time_ps, system=peptide.name,
-                                  progress=not args.no_progress)
+                                  out=args.out, system=peptide.name, progress=not args.no_progress)
     write_sidecar(Path(args.out) / "scores.json", config, seed=seed, system=args.system, data=args.data,
                   resolution=args.resolution, timing=scores["timing"])
 
@@ -741,13 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure .png")
     p.set_defaults(func=cmd_pmf_figure)
 
-    p = sub.add_parser("cgbg", help="CG-BG: flows on a PMF's frames, proposals reweighted with the PMFs, scores")
+    p = sub.add_parser("cgbg", help="CG-BG: flows on a data source's frames, proposals reweighted with the PMFs, "
+                       "scores")
     p.add_argument("--system", required=True, help="peptide name, or muller_brown")
     p.add_argument("--resolution", choices=["core_beta", "heavy_atom", "all_atom"], help="peptides only")
-    p.add_argument("--data", required=True, choices=["biased", "unbiased"], help="the PMF (and frames) of the method")
-    p.add_argument("--dataset", required=True, help="CG dataset .npz the PMF of --data was trained on "
+    p.add_argument("--data", required=True, choices=["biased", "unbiased"], help="the data source the flows learn from")
+    p.add_argument("--dataset", required=True, help="CG dataset .npz of that data source's MD "
                    "(Müller-Brown: data .npz)")
-    p.add_argument("--cut-to", help="dataset whose replica length cuts this one's replicas (PMF_U)")
     p.add_argument("--pmfs", nargs="+", required=True, help="DATA=model.eqx of every PMF to reweight with")
     p.add_argument("--reference", help="reference MD dataset (peptides)")
     p.add_argument("--structure", help="structure .pdb (peptides)")
